@@ -1,0 +1,51 @@
+# Build, run and test the Go pmxcfs. Every target installs the Debian packages it needs first,
+# so a fresh Debian 12 machine (as root) needs nothing but this repository and Go.
+
+GO      ?= go
+BIN     := bin
+RUNDIR  := $(CURDIR)/run
+NODE    ?= $(shell hostname -s)
+# Upstream refuses a node name that resolves only to loopback; development machines often
+# have exactly that, so `make run` names an address explicitly.
+NODE_IP ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),192.0.2.1)
+
+DEB_PACKAGES := gcc pkg-config sqlite3 libsqlite3-dev fuse3 corosync libcorosync-common-dev \
+	libcpg-dev libvotequorum-dev libquorum-dev libcmap-dev libqb-dev librrd-dev iproute2 util-linux
+
+.PHONY: all deps build run test bench vet clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@getent group www-data >/dev/null || groupadd --system --gid 33 www-data
+
+build: deps
+	$(GO) build -o $(BIN)/pmxcfs ./cmd/pmxcfs
+	$(GO) build -o $(BIN)/create_pmxcfs_db ./cmd/create_pmxcfs_db
+
+# Local mode on a database under ./run, seeded from examples/default-etc-pve on first start,
+# mounted at ./run/pve. Ctrl-C stops it and unmounts.
+run: build
+	@mkdir -p $(RUNDIR)/lib $(RUNDIR)/pve
+	@[ -f $(RUNDIR)/lib/config.db ] || $(BIN)/create_pmxcfs_db examples/default-etc-pve $(RUNDIR)/lib/config.db
+	@echo "pmxcfs: local mode, /etc/pve at $(RUNDIR)/pve, database $(RUNDIR)/lib/config.db"
+	$(BIN)/pmxcfs -f -l --mount $(RUNDIR)/pve --db $(RUNDIR)/lib/config.db \
+		--run-dir $(RUNDIR)/run --nodename $(NODE) --node-ip $(NODE_IP)
+
+vet:
+	$(GO) vet ./...
+
+test: build vet
+	$(GO) test -count=1 -timeout 60m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./memdb/ ./dfsm/ 2>/dev/null | grep -E '^(Benchmark|ok|---)' || true
+	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs
+
+clean:
+	rm -rf $(BIN)

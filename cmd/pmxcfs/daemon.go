@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/fs"
+	"github.com/pmxcfs-go/pmxcfs/internal/logging"
+	"github.com/pmxcfs-go/pmxcfs/memdb"
+	"github.com/pmxcfs-go/pmxcfs/status"
+)
+
+// daemonState is everything the running daemon holds, so that a failed start and a normal
+// shutdown release the same things in the same order.
+type daemonState struct {
+	opts        options
+	nodeName    string
+	nodeIP      string
+	gid         uint32
+	lock        *os.File
+	status      *status.Status
+	db          *memdb.DB
+	server      *fs.Mounted
+	wrotePID    bool
+	clusterMode bool
+}
+
+func (d *daemonState) start() error {
+	o := &d.opts
+	var err error
+	d.nodeName = o.nodeName
+	if d.nodeName == "" {
+		if d.nodeName, err = localNodeName(); err != nil {
+			return errors.New("Unable to read local node name")
+		}
+	}
+	d.nodeIP = o.nodeIP
+	if d.nodeIP == "" {
+		ip, ok := lookupNodeIP(d.nodeName)
+		if !ok {
+			return fmt.Errorf("Unable to resolve node name '%s' to a non-loopback IP address - missing entry in '/etc/hosts' or DNS?", d.nodeName)
+		}
+		d.nodeIP = ip
+		log.Infof("resolved node name '%s' to '%s' for default node IP address", d.nodeName, d.nodeIP)
+	}
+	if d.gid, err = lookupGroupID("www-data"); err != nil {
+		return errors.New("Unable to get www-data group ID")
+	}
+	syscall.Umask(027)
+	os.Mkdir(filepath.Dir(o.db), 0750)
+	os.Mkdir(o.runDir, 0750)
+	os.Chown(o.runDir, 0, int(d.gid))
+
+	if d.lock, err = acquireLock(o.lockFile()); err != nil {
+		return err
+	}
+
+	d.status = status.New(status.Options{
+		NodeName: d.nodeName, NodeIP: d.nodeIP, PID: uint32(os.Getpid()), Log: logging.For("status"),
+	})
+	_, statErr := os.Stat(o.db)
+	create := errors.Is(statErr, os.ErrNotExist)
+	d.db, err = memdb.Open(o.db, memdb.Options{Observer: d.status, Log: logging.For("database")})
+	if err != nil {
+		log.Errorf("memdb_open failed - unable to open database '%s': %v", o.db, err)
+		return fmt.Errorf("unable to start: %v", err)
+	}
+	d.status.SetVMList(d.db)
+
+	if create && !o.local {
+		if err := d.importCorosyncConf(); err != nil {
+			return err
+		}
+	}
+	_, hasCorosyncConf := d.db.Lookup("corosync.conf")
+	d.clusterMode = hasCorosyncConf == nil && !o.local
+	if hasCorosyncConf == nil && o.local {
+		log.Info("forcing local mode (although corosync.conf exists)")
+	}
+
+	var backend fs.Backend = fs.NewLocalBackend(d.db)
+	if d.clusterMode {
+		// Cluster communication (DCDB over corosync CPG) is not part of this build yet. Without
+		// it the node can never be quorate, which is what upstream shows while corosync is down:
+		// the tree stays readable and every change is refused with EACCES.
+		logging.For("dcdb").Error("cluster communication is not available in this build - /etc/pve is read-only (no quorum)")
+		backend = readOnlyBackend{fs.NewLocalBackend(d.db)}
+	}
+
+	syscall.Unmount(o.mount, syscall.MNT_FORCE)
+	os.Mkdir(o.mount, 0750)
+	d.server, err = fs.Mount(o.mount, fs.Config{
+		NodeName:   d.nodeName,
+		Backend:    backend,
+		Generated:  d.generatedFiles(),
+		WWWDataGID: d.gid,
+		Log:        logging.For("main"),
+	})
+	if err != nil {
+		return fmt.Errorf("fuse_mount error: %v", err)
+	}
+
+	if err := writeFileAtomic(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0644); err != nil {
+		return fmt.Errorf("unable to write pid file '%s': %v", o.pidFile, err)
+	}
+	d.wrotePID = true
+	os.Remove(o.restartFlag())
+	return nil
+}
+
+// importCorosyncConf seeds a brand-new database with the host's corosync.conf, which is
+// how a node that was configured by hand (or by pvecm add) becomes a cluster member.
+func (d *daemonState) importCorosyncConf() error {
+	data, err := os.ReadFile(d.opts.corosyncConf)
+	if err != nil {
+		return nil
+	}
+	now := uint32(time.Now().Unix())
+	if err := d.db.Create("corosync.conf", 0, now); err != nil {
+		return fmt.Errorf("memdb_create failed - unable to import corosync.conf: %v", err)
+	}
+	if _, err := d.db.Write("corosync.conf", 0, data, true, 0, now); err != nil {
+		return fmt.Errorf("memdb_write failed - unable to import corosync.conf: %v", err)
+	}
+	return nil
+}
+
+func (d *daemonState) serve() int {
+	signalReady()
+	notifySystemd("READY=1\nSTATUS=" + d.readyStatus())
+	done := make(chan struct{})
+	go func() { d.server.Wait(); close(done) }()
+	if sig := waitForSignal(done); sig != nil {
+		log.Debugf("received signal %v", sig)
+	}
+	notifySystemd("STOPPING=1")
+	d.writeRestartFlag()
+	log.Info("teardown filesystem")
+	d.stop()
+	log.Info("exit proxmox configuration filesystem (0)")
+	return 0
+}
+
+func (d *daemonState) readyStatus() string {
+	if d.clusterMode {
+		return "mounted read-only: no cluster communication"
+	}
+	return "mounted in local mode"
+}
+
+// writeRestartFlag tells PVE's IPC clients that the daemon is restarting, so they retry for a
+// while instead of failing (IPCC.xs RESTART_GRACE_PERIOD).
+func (d *daemonState) writeRestartFlag() {
+	path := d.opts.restartFlag()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0440)
+	if err != nil {
+		log.WithError(err).Warn("unable to create restart flag")
+		return
+	}
+	f.Close()
+	os.Chown(path, 0, int(d.gid))
+}
+
+// stop releases what start acquired, in reverse order; it is safe after a partial start.
+func (d *daemonState) stop() {
+	if d.server != nil {
+		if err := d.server.Unmount(); err != nil {
+			log.WithError(err).Warn("unmount failed, detaching the mount")
+			syscall.Unmount(d.opts.mount, syscall.MNT_DETACH)
+		}
+		d.server = nil
+	}
+	if d.db != nil {
+		if err := d.db.Close(); err != nil {
+			logging.For("database").WithError(err).Error("closing the database failed")
+		}
+		d.db = nil
+	}
+	if d.wrotePID {
+		os.Remove(d.opts.pidFile)
+		d.wrotePID = false
+	}
+	if d.lock != nil {
+		d.lock.Close()
+		d.lock = nil
+	}
+}
+
+// readOnlyBackend refuses every change with EACCES, as a node without quorum does.
+type readOnlyBackend struct{ fs.Backend }
+
+func (readOnlyBackend) Quorate() bool                                   { return false }
+func (readOnlyBackend) Create(string) error                             { return syscall.EACCES }
+func (readOnlyBackend) Write(string, uint64, []byte, bool) (int, error) { return 0, syscall.EACCES }
+func (readOnlyBackend) Mkdir(string) error                              { return syscall.EACCES }
+func (readOnlyBackend) Delete(string) error                             { return syscall.EACCES }
+func (readOnlyBackend) Rename(string, string) error                     { return syscall.EACCES }
+func (readOnlyBackend) Utime(string, uint32) error                      { return syscall.EACCES }
+
+// generatedFiles are the root's generated files; their content comes from the same code as
+// the IPC replies.
+func (d *daemonState) generatedFiles() []fs.GeneratedFile {
+	return []fs.GeneratedFile{
+		{Name: ".version", Read: d.status.Version},
+		{Name: ".members", Read: d.status.Members},
+		{Name: ".vmlist", Read: d.status.VMList},
+		{Name: ".rrd", Read: func() []byte { return bytes.TrimSuffix(d.status.RRDDump(), []byte{0}) }},
+		{Name: ".clusterlog", Read: d.status.ClusterLogJSON},
+		{Name: ".debug", Read: debugSetting, Write: writeDebugSetting},
+	}
+}
+
+func debugSetting() []byte {
+	if logging.Debug() {
+		return []byte("1\n")
+	}
+	return []byte("0\n")
+}
+
+// writeDebugSetting accepts "0\n" or "1\n" and reports 2 bytes written whatever the size,
+// as upstream does.
+func writeDebugSetting(data []byte) (int, error) {
+	switch {
+	case bytes.HasPrefix(data, []byte("0\n")):
+		if logging.Debug() {
+			logging.SetDebug(false)
+			log.Info("disable debug mode")
+		}
+	case bytes.HasPrefix(data, []byte("1\n")):
+		if !logging.Debug() {
+			logging.SetDebug(true)
+			log.Info("enable debug mode")
+		}
+	default:
+		return 0, syscall.EIO
+	}
+	return 2, nil
+}

@@ -1,0 +1,444 @@
+package dfsm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Simulator is an in-memory virtually synchronous process group for tests:
+// processes on nodes, network partitions, and one agreed total order of
+// messages per connected component. The caller drives it from one goroutine
+// (the dispatch goroutine of every engine) with Step or Run and decides when
+// membership changes happen, which gives deterministic, controllable
+// delivery schedules; writers may multicast from other goroutines.
+//
+// Semantics (as Corosync CPG): a membership change first delivers every
+// message already multicast, in order, to every member of the old view,
+// then delivers the configuration change to
+// every process whose view changed. A message multicast after that is
+// delivered in the new view, even when its sender had not yet processed the
+// change; the DFSM epochs exist for exactly this case.
+type Simulator struct {
+	Clock *FakeClock
+	// AutoRejoin restarts an engine that left the group after an error (and
+	// is restartable) right after the configuration change without it.
+	AutoRejoin bool
+	// Trace, if set, receives one line per send, delivery and confchg.
+	Trace func(line string)
+	// Describe renders a payload in trace lines; printable text by default.
+	Describe func(m *Message) string
+
+	procs     []*SimProc
+	component map[uint32]int
+	nextPID   uint32
+
+	// mu guards what writers on other goroutines touch through Mcast.
+	mu   sync.Mutex
+	fifo []simMessage
+	ops  []simOp
+}
+
+// SimProc is one simulated process with its engine.
+type SimProc struct {
+	Member
+	Engine  *DFSM
+	sim     *Simulator
+	alive   bool
+	joined  bool
+	stopped bool
+	view    []Member
+}
+
+type simMessage struct {
+	from *SimProc
+	data []byte
+}
+
+type simOp struct {
+	apply   func()
+	leavers []*SimProc
+}
+
+// FakeClock is a settable clock in whole seconds; Sleep advances it.
+type FakeClock struct {
+	T    int64
+	frac time.Duration
+}
+
+func (c *FakeClock) Now() time.Time { return time.Unix(c.T, 0) }
+
+func (c *FakeClock) Sleep(d time.Duration) {
+	c.frac += d
+	c.T += int64(c.frac / time.Second)
+	c.frac %= time.Second
+}
+
+// NewSimulator returns an empty simulated cluster whose clock starts at t0.
+func NewSimulator(t0 int64) *Simulator {
+	return &Simulator{Clock: &FakeClock{T: t0}, AutoRejoin: true, component: map[uint32]int{}, nextPID: 100}
+}
+
+func (s *Simulator) trace(format string, args ...any) {
+	if s.Trace != nil {
+		s.Trace(fmt.Sprintf(format, args...))
+	}
+}
+
+// Spawn creates a process on nodeid with a fresh pid and an engine built
+// from cfg (Self, Transport and Clock are filled in), and starts it: it
+// joins the group at the next Step.
+func (s *Simulator) Spawn(nodeid uint32, cfg Config) (*SimProc, error) {
+	s.nextPID++
+	p := &SimProc{Member: Member{nodeid, s.nextPID}, sim: s, alive: true}
+	cfg.Self = p.Member
+	cfg.Transport = p
+	cfg.Clock = s.Clock
+	e, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.Engine = e
+	s.procs = append(s.procs, p)
+	if _, ok := s.component[nodeid]; !ok {
+		s.component[nodeid] = 0
+	}
+	return p, e.Start()
+}
+
+// Procs returns every process ever spawned, in spawn order.
+func (s *Simulator) Procs() []*SimProc { return s.procs }
+
+// Alive lists the running processes.
+func (s *Simulator) Alive() []*SimProc {
+	var out []*SimProc
+	for _, p := range s.procs {
+		if p.alive {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Proc returns the running process of nodeid, or nil.
+func (s *Simulator) Proc(nodeid uint32) *SimProc {
+	for _, p := range s.procs {
+		if p.alive && p.NodeID == nodeid {
+			return p
+		}
+	}
+	return nil
+}
+
+// Alive reports whether the process still runs.
+func (p *SimProc) Alive() bool { return p.alive }
+
+// View is the member list of the last confchg this process got.
+func (p *SimProc) View() []Member { return p.view }
+
+// Mcast implements Transport.
+func (p *SimProc) Mcast(msg []byte) error {
+	s := p.sim
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !p.alive || !p.joined {
+		return errors.New("sim: not joined")
+	}
+	s.trace("%s send %s", p.Member, s.describe(msg))
+	s.fifo = append(s.fifo, simMessage{from: p, data: append([]byte(nil), msg...)})
+	return nil
+}
+
+// Join implements Transport.
+func (p *SimProc) Join() error {
+	p.sim.addOp(simOp{apply: func() { p.joined = true }})
+	return nil
+}
+
+// Leave implements Transport.
+func (p *SimProc) Leave() error {
+	p.sim.addOp(simOp{apply: func() { p.joined = false }, leavers: []*SimProc{p}})
+	return nil
+}
+
+func (s *Simulator) addOp(op simOp) {
+	s.mu.Lock()
+	s.ops = append(s.ops, op)
+	s.mu.Unlock()
+}
+
+// Stop shuts a process down cleanly: it leaves the group, the others see it
+// in the left list.
+func (s *Simulator) Stop(p *SimProc) {
+	p.stopped = true
+	_ = p.Engine.Stop()
+	s.addOp(simOp{apply: func() { p.alive = false }})
+}
+
+// Crash kills a process: the others see it leave; it gets nothing.
+func (s *Simulator) Crash(p *SimProc) {
+	s.addOp(simOp{apply: func() { p.alive = false; p.joined = false; p.stopped = true }})
+}
+
+// Partition splits the nodes into the given components; nodes not listed
+// form one more component together.
+func (s *Simulator) Partition(groups ...[]uint32) {
+	s.addOp(simOp{apply: func() {
+		for n := range s.component {
+			s.component[n] = len(groups)
+		}
+		for i, g := range groups {
+			for _, n := range g {
+				s.component[n] = i
+			}
+		}
+	}})
+}
+
+// Heal reconnects every node.
+func (s *Simulator) Heal() {
+	s.addOp(simOp{apply: func() {
+		for n := range s.component {
+			s.component[n] = 0
+		}
+	}})
+}
+
+// Inject multicasts raw bytes as if p had sent them.
+func (s *Simulator) Inject(p *SimProc, msg []byte) error { return p.Mcast(msg) }
+
+// Pending is the number of messages multicast but not yet delivered.
+func (s *Simulator) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.fifo)
+}
+
+// PendingOps is the number of membership changes not yet performed.
+func (s *Simulator) PendingOps() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ops)
+}
+
+// Idle reports that there is nothing left to deliver or change.
+func (s *Simulator) Idle() bool { return s.Pending() == 0 && s.PendingOps() == 0 }
+
+// Step performs one membership change if one is pending, else delivers one
+// message. It returns false when idle.
+func (s *Simulator) Step() bool {
+	s.mu.Lock()
+	if len(s.ops) > 0 {
+		op := s.ops[0]
+		s.ops = s.ops[1:]
+		s.mu.Unlock()
+		s.membershipChange(op)
+		return true
+	}
+	s.mu.Unlock()
+	return s.StepMessage()
+}
+
+// StepMessage delivers one message even if membership changes are pending.
+func (s *Simulator) StepMessage() bool {
+	s.mu.Lock()
+	if len(s.fifo) == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	m := s.fifo[0]
+	s.fifo = s.fifo[1:]
+	s.mu.Unlock()
+	s.deliverMessage(m)
+	return true
+}
+
+// Run steps until idle or until limit steps were made; it returns the number
+// of steps.
+func (s *Simulator) Run(limit int) int {
+	n := 0
+	for n < limit && s.Step() {
+		n++
+	}
+	return n
+}
+
+func (s *Simulator) recipients(from *SimProc) []*SimProc {
+	var out []*SimProc
+	c := s.component[from.NodeID]
+	for _, p := range s.procs {
+		if p.alive && p.joined && s.component[p.NodeID] == c {
+			out = append(out, p)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].less(out[j].Member) })
+	return out
+}
+
+func (s *Simulator) deliverMessage(m simMessage) {
+	if !m.from.joined && m.from.alive {
+		// Sent by a process that left before delivery: CPG drops it.
+		return
+	}
+	to := s.recipients(m.from)
+	names := make([]string, len(to))
+	for i, p := range to {
+		names[i] = p.Member.String()
+	}
+	s.trace("deliver %s from %s to %s", s.describe(m.data), m.from.Member, strings.Join(names, ","))
+	for _, p := range to {
+		if p.alive && p.joined {
+			p.Engine.Deliver(m.from.NodeID, m.from.PID, m.data)
+		}
+	}
+}
+
+func (s *Simulator) membershipChange(op simOp) {
+	// Virtual synchrony: what was sent in the old view is delivered in it.
+	s.mu.Lock()
+	old := s.fifo
+	s.fifo = nil
+	s.mu.Unlock()
+	for _, m := range old {
+		s.deliverMessage(m)
+	}
+	s.mu.Lock()
+	op.apply()
+	s.mu.Unlock()
+
+	views := map[int][]Member{}
+	for _, p := range s.procs {
+		if p.alive && p.joined {
+			c := s.component[p.NodeID]
+			views[c] = append(views[c], p.Member)
+		}
+	}
+	for _, v := range views {
+		sort.Slice(v, func(i, j int) bool { return v[i].less(v[j]) })
+	}
+	// A process joining afresh sees only the newcomers as joined, like CPG.
+	var fresh []Member
+	for _, p := range s.procs {
+		if p.alive && p.joined && p.view == nil {
+			fresh = append(fresh, p.Member)
+		}
+	}
+	for _, p := range s.procs {
+		if !p.alive || !p.joined {
+			continue
+		}
+		nv := views[s.component[p.NodeID]]
+		if equalMembers(p.view, nv) {
+			continue
+		}
+		left, joined := diffMembers(p.view, nv), diffMembers(nv, p.view)
+		if p.view == nil {
+			joined = diffMembers(joined, diffMembers(joined, fresh))
+		}
+		p.view = append([]Member(nil), nv...)
+		s.trace("%s confchg members=%s left=%s joined=%s", p.Member, fmtMembers(nv), fmtMembers(left), fmtMembers(joined))
+		p.Engine.Confchg(nv, left, joined)
+	}
+	for _, p := range op.leavers {
+		if !p.alive || p.stopped || p.view == nil {
+			continue
+		}
+		nv := views[s.component[p.NodeID]]
+		s.trace("%s confchg members=%s left=%s joined=-", p.Member, fmtMembers(nv), p.Member)
+		p.view = nil
+		p.Engine.Confchg(nv, []Member{p.Member}, nil)
+		if s.AutoRejoin && !p.stopped && p.Engine.Finished() && p.Engine.Restartable() {
+			s.trace("%s rejoin", p.Member)
+			_ = p.Engine.Start()
+		}
+	}
+	for _, p := range s.procs {
+		if !p.alive && p.view != nil {
+			p.view = nil
+		}
+	}
+}
+
+func equalMembers(a, b []Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func diffMembers(a, b []Member) []Member {
+	var out []Member
+	for _, m := range a {
+		found := false
+		for _, o := range b {
+			if m == o {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func fmtMembers(ms []Member) string {
+	if len(ms) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (s *Simulator) describe(b []byte) string {
+	m, err := Decode(b)
+	if err != nil {
+		return fmt.Sprintf("<%d bytes: %v>", len(b), err)
+	}
+	var sb strings.Builder
+	if m.ProtocolVersion != 0 {
+		fmt.Fprintf(&sb, "v%d ", m.ProtocolVersion)
+	}
+	if m.IsNormal() {
+		fmt.Fprintf(&sb, "NORMAL #%d/%d", m.Count, m.Subtype)
+	} else {
+		fmt.Fprintf(&sb, "%s e=%s", m.Type, m.Epoch)
+	}
+	var p string
+	switch {
+	case m.Type == MsgVerifyRequest && len(m.Payload) == 8:
+		p = fmt.Sprintf("id=%d", le.Uint64(m.Payload))
+	case m.Type == MsgVerify && len(m.Payload) == 40:
+		p = fmt.Sprintf("id=%d sum=%x…", le.Uint64(m.Payload), m.Payload[8:12])
+	case s.Describe != nil:
+		p = s.Describe(&m)
+	case len(m.Payload) > 0:
+		p = printable(m.Payload)
+	}
+	if p != "" {
+		sb.WriteString(" ")
+		sb.WriteString(p)
+	}
+	return sb.String()
+}
+
+func printable(b []byte) string {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return fmt.Sprintf("<%d bytes>", len(b))
+		}
+	}
+	return fmt.Sprintf("%q", b)
+}

@@ -1,0 +1,339 @@
+package memdb
+
+import "syscall"
+
+// mutate runs one change with the writer lock held and tells the observer about
+// the changed paths once the lock is released.
+func (db *DB) mutate(fn func() (changed []string, err error)) error {
+	db.wmu.Lock()
+	if db.failed {
+		db.wmu.Unlock()
+		return syscall.EIO
+	}
+	changed, err := fn()
+	db.wmu.Unlock()
+	if err == nil && db.obs != nil {
+		for _, p := range changed {
+			db.obs.FileChanged(p)
+		}
+	}
+	return err
+}
+
+// commit makes a change durable; any SQLite error makes the database refuse every
+// later change (§2.2.2). The in-RAM tree is only touched after a successful commit.
+func (db *DB) commit(r *row, deleteInode uint64, root rootState) error {
+	if err := db.be.write(r, deleteInode, root); err != nil {
+		db.failed = true
+		db.log.WithError(err).Error("database write failed; refusing all further changes")
+		return syscall.EIO
+	}
+	return nil
+}
+
+// nextRoot is the root state after one more successful change.
+func (db *DB) nextRoot(writer, mtime uint32) rootState {
+	return rootState{version: db.t.root.version + 1, writer: writer, mtime: mtime}
+}
+
+// setRoot installs the new root state; the caller holds mu.
+func (db *DB) setRoot(r rootState) {
+	root := db.t.root
+	root.version, root.writer, root.mtime = r.version, r.writer, r.mtime
+	root.setDigest()
+}
+
+func rowOf(e *entry, data []byte) *row {
+	return &row{inode: e.inode, parent: e.parent, version: e.version, writer: e.writer,
+		mtime: e.mtime, typ: e.typ, name: e.name, data: data}
+}
+
+// dirBlob is what upstream stores as a directory's data after mtime or rename: an
+// empty blob, where mkdir stores NULL. Only row dumps show the difference.
+var dirBlob = []byte{}
+
+// parentDir resolves the directory that will hold the last component of path.
+func (db *DB) parentDir(path string) (parent *entry, dir, base string, err error) {
+	dir, base = splitPath(path)
+	parent, _ = db.t.lookup(dir)
+	switch {
+	case parent == nil:
+		return nil, dir, base, syscall.ENOENT
+	case parent.typ != TypeDir:
+		return nil, dir, base, syscall.ENOTDIR
+	case badName(base):
+		return nil, dir, base, syscall.EACCES
+	}
+	return parent, dir, base, nil
+}
+
+// Mkdir is memdb_mkdir (§2.5.1).
+func (db *DB) Mkdir(path string, writer, mtime uint32) error {
+	return db.mutate(func() ([]string, error) {
+		parent, dir, base, err := db.parentDir(path)
+		if err != nil {
+			return nil, err
+		}
+		if parent.children[base] != nil {
+			return nil, syscall.EEXIST
+		}
+		root := db.nextRoot(writer, mtime)
+		e := &entry{inode: root.version, parent: parent.inode, version: root.version, writer: writer,
+			mtime: mtime, typ: TypeDir, name: base, children: map[string]*entry{}}
+		e.setDigest()
+		if err := db.commit(rowOf(e, nil), 0, root); err != nil {
+			return nil, err
+		}
+		db.mu.Lock()
+		parent.children[base] = e
+		db.t.byInode[e.inode] = e
+		db.setRoot(root)
+		db.mu.Unlock()
+		if isDirectLock(dir) {
+			db.resetLock(path, e.lockChecksum())
+		}
+		return nil, nil
+	})
+}
+
+// Create is memdb_create: an empty regular file; EEXIST if the name exists.
+func (db *DB) Create(path string, writer, mtime uint32) error {
+	_, err := db.pwrite(path, 0, nil, false, true, writer, mtime)
+	return err
+}
+
+// Write is memdb_write (§2.5.2); truncate=true also shrinks the file to off+len(data),
+// so a truncate(n) is Write(path, n, nil, true).
+func (db *DB) Write(path string, off uint64, data []byte, truncate bool, writer, mtime uint32) (int, error) {
+	return db.pwrite(path, off, data, truncate, false, writer, mtime)
+}
+
+func (db *DB) pwrite(path string, off uint64, data []byte, truncate, create bool, writer, mtime uint32) (int, error) {
+	err := db.mutate(func() ([]string, error) {
+		if off > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
+			return nil, syscall.EFBIG
+		}
+		parent, _, base, err := db.parentDir(path)
+		if err != nil {
+			return nil, err
+		}
+		vmid, node, typ, isVM := vmConfigPath(path)
+		if isVM && db.vml.differentVMExists(vmid, node, typ) {
+			return nil, syscall.EEXIST
+		}
+		root := db.nextRoot(writer, mtime)
+		old := parent.children[base]
+		var oldData []byte
+		switch {
+		case old != nil && old.typ != TypeReg:
+			return nil, syscall.ENOTDIR
+		case old != nil && create:
+			return nil, syscall.EEXIST
+		case old == nil && !create:
+			return nil, syscall.ENOENT
+		case old != nil:
+			oldData = old.data
+		}
+		newSize := off + uint64(len(data))
+		if newSize < uint64(len(oldData)) && !truncate {
+			newSize = uint64(len(oldData))
+		}
+		var newData []byte
+		if newSize > 0 {
+			newData = make([]byte, newSize)
+			copy(newData, oldData)
+			copy(newData[off:], data)
+		}
+		e := &entry{inode: root.version, parent: parent.inode, typ: TypeReg, name: base}
+		if old != nil {
+			e.inode = old.inode
+		}
+		e.version, e.writer, e.mtime, e.data = root.version, writer, mtime, newData
+		e.setDigest()
+		if err := db.commit(rowOf(e, newData), 0, root); err != nil {
+			return nil, err
+		}
+		db.mu.Lock()
+		if old != nil {
+			old.version, old.writer, old.mtime, old.data, old.digest = e.version, e.writer, e.mtime, e.data, e.digest
+		} else {
+			parent.children[base] = e
+			db.t.byInode[e.inode] = e
+		}
+		db.setRoot(root)
+		if isVM {
+			db.vml.register(vmid, node, typ)
+		}
+		db.mu.Unlock()
+		return []string{path}, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(data), nil
+}
+
+// Mtime is memdb_mtime (§2.5.3) with the lock-directory rules.
+func (db *DB) Mtime(path string, writer, mtime uint32) error {
+	return db.mutate(func() ([]string, error) {
+		parent, dir, base, err := db.parentDir(path)
+		if err != nil {
+			return nil, err
+		}
+		e := parent.children[base]
+		if e == nil {
+			return nil, syscall.ENOENT
+		}
+		// utime(0,0) asks for an unlock, so a lock's mtime may only move forward and
+		// only its creator may refresh it.
+		isLock := isDirectLock(dir) && e.typ == TypeDir
+		if isLock && (mtime < e.mtime || writer != e.writer) {
+			return nil, syscall.EACCES
+		}
+		root := db.nextRoot(writer, mtime)
+		ne := *e
+		ne.version, ne.writer, ne.mtime = root.version, writer, mtime
+		ne.setDigest()
+		blob := e.data
+		if e.typ == TypeDir {
+			blob = dirBlob
+		}
+		if err := db.commit(rowOf(&ne, blob), 0, root); err != nil {
+			return nil, err
+		}
+		db.mu.Lock()
+		e.version, e.writer, e.mtime, e.digest = ne.version, ne.writer, ne.mtime, ne.digest
+		db.setRoot(root)
+		db.mu.Unlock()
+		if isLock {
+			db.resetLock(path, e.lockChecksum())
+		}
+		return []string{path}, nil
+	})
+}
+
+// Delete is memdb_delete (§2.5.4), serving both unlink and rmdir.
+func (db *DB) Delete(path string, writer, mtime uint32) error {
+	return db.mutate(func() ([]string, error) {
+		e, parent := db.t.lookup(path)
+		switch {
+		case e == nil:
+			return nil, syscall.ENOENT
+		case parent == nil:
+			return nil, syscall.EACCES
+		case e.typ == TypeDir && len(e.children) > 0:
+			return nil, syscall.ENOTEMPTY
+		}
+		root := db.nextRoot(writer, mtime)
+		if err := db.commit(nil, e.inode, root); err != nil {
+			return nil, err
+		}
+		db.mu.Lock()
+		delete(parent.children, e.name)
+		delete(db.t.byInode, e.inode)
+		db.setRoot(root)
+		// Only the registered config file itself removes a VMID: upstream also
+		// dropped it for a directory of that name (§12.9), letting a duplicate in.
+		if vmid, node, typ, ok := vmConfigPath(path); ok && e.typ == TypeReg {
+			if vm, known := db.vml.vms[vmid]; known && vm.Node == node && vm.Type == typ {
+				db.vml.remove(vmid)
+			}
+		}
+		db.mu.Unlock()
+		if e.typ == TypeDir {
+			db.forgetLock(path)
+		}
+		return []string{path}, nil
+	})
+}
+
+// Rename is memdb_rename (§2.5.5): the entry keeps its inode and gets a new version;
+// an existing target is replaced in the same transaction.
+func (db *DB) Rename(from, to string, writer, mtime uint32) error {
+	return db.mutate(func() ([]string, error) {
+		src, srcParent := db.t.lookup(from)
+		if src == nil {
+			return nil, syscall.ENOENT
+		}
+		if srcParent == nil {
+			return nil, syscall.EACCES
+		}
+		fromVMID, fromNode, fromType, fromIsVM := vmConfigPath(from)
+		toVMID, toNode, toType, toIsVM := vmConfigPath(to)
+		toIsVM = toIsVM && src.typ == TypeReg
+		// Moving a config onto its own VMID elsewhere is how migration works.
+		if toIsVM && db.vml.differentVMExists(toVMID, toNode, toType) && !(fromIsVM && fromVMID == toVMID) {
+			return nil, syscall.EEXIST
+		}
+		if src.typ == TypeDir && isLockPath(from) {
+			return nil, syscall.EACCES
+		}
+		dst, dstParent := db.t.lookup(to)
+		var target *entry
+		var base string
+		if dst != nil {
+			switch {
+			case dstParent == nil:
+				return nil, syscall.EACCES
+			case dst.typ == TypeDir && len(dst.children) > 0:
+				return nil, syscall.ENOTEMPTY
+			}
+			target, base = dstParent, dst.name
+		} else {
+			var dir string
+			dir, base = splitPath(to)
+			if target, _ = db.t.lookup(dir); target == nil {
+				return nil, syscall.ENOENT
+			}
+			if target.typ != TypeDir {
+				return nil, syscall.ENOTDIR
+			}
+			// Upstream does not check; a kernel never sends such names.
+			if badName(base) {
+				return nil, syscall.EACCES
+			}
+		}
+		if src.typ == TypeDir && len(src.children) > 0 {
+			return nil, syscall.ENOTEMPTY
+		}
+		// An (empty) directory moved into itself would leave the tree; upstream
+		// corrupts its tree here, the kernel answers EINVAL.
+		if target == src {
+			return nil, syscall.EINVAL
+		}
+		var deleteInode uint64
+		if dst != nil && dst != src {
+			deleteInode = dst.inode
+		}
+		root := db.nextRoot(writer, mtime)
+		ne := *src
+		ne.parent, ne.name, ne.version, ne.writer, ne.mtime = target.inode, base, root.version, writer, mtime
+		ne.setDigest()
+		blob := src.data
+		if src.typ == TypeDir {
+			blob = dirBlob
+		}
+		if err := db.commit(rowOf(&ne, blob), deleteInode, root); err != nil {
+			return nil, err
+		}
+		db.mu.Lock()
+		delete(srcParent.children, src.name)
+		if deleteInode != 0 {
+			delete(target.children, base)
+			delete(db.t.byInode, deleteInode)
+		}
+		src.parent, src.name, src.version, src.writer, src.mtime, src.digest = ne.parent, ne.name, ne.version, ne.writer, ne.mtime, ne.digest
+		target.children[base] = src
+		db.setRoot(root)
+		if src.typ == TypeReg {
+			if vm, known := db.vml.vms[fromVMID]; fromIsVM && known && vm.Node == fromNode && vm.Type == fromType {
+				db.vml.remove(fromVMID)
+			}
+			if toIsVM {
+				db.vml.register(toVMID, toNode, toType)
+			}
+		}
+		db.mu.Unlock()
+		return []string{from, to}, nil
+	})
+}

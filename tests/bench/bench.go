@@ -1,0 +1,256 @@
+// Package bench runs a multi-node corosync 3 (knet) cluster on one machine, one
+// network+mount+UTS namespace per node, so cluster-level tests can start pmxcfs
+// binaries (ours or upstream's, mixed) at the standard paths inside each node.
+//
+// Layout of one bench with id ID and state directory DIR:
+//
+//	bridge pb<ID> (no address, no uplink) in the root netns
+//	node i: host veth pb<ID>v<i> <-> eth0 (10.a.b.i/24) in the node's netns
+//	        holder process (unshare ... sleep infinity) pins the namespaces;
+//	        everything else enters them with nsenter -t <holder pid> -n -m -u
+//	        /etc, /var   overlayfs, upper = DIR/node<i>/ovl/*  (writes never reach the host)
+//	        /run, /dev/shm, /tmp  fresh tmpfs
+//	        /etc/corosync, /etc/hosts, /etc/hostname, /var/lib/pve-cluster,
+//	        /var/lib/corosync, /var/log/corosync, /var/lib/rrdcached
+//	                     bind mounts of DIR/node<i>/<name>
+//	        /etc/pve     read-only tmpfs placeholder until a pmxcfs mounts FUSE on it
+//
+// All state a later process needs (pids, namespace ids) is kept in DIR/state.json,
+// so the CLI in ./cmd can operate a bench that another process started.
+// Processes are only ever signalled by recorded pid, after checking that the pid
+// still lives in the node's mount namespace.
+package bench
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Options configure a new bench. Zero values pick sensible defaults.
+type Options struct {
+	// ID makes every global name (bridge, veths) unique; 1-6 chars [a-z0-9].
+	// Empty means random.
+	ID string
+	// Dir holds state and logs; default /tmp/pmxcfs-bench-<ID>. It must not
+	// live under /etc, /var, /run or /dev/shm, which nodes overlay.
+	Dir string
+	// ClusterName is totem.cluster_name; default "benchcluster".
+	ClusterName string
+	// TokenMS is totem.token; default 1000 so partitions are noticed fast.
+	TokenMS int
+	// Log receives progress messages; default a logrus logger at info level.
+	Log logrus.FieldLogger
+}
+
+// Bench is one running (or partially set up) cluster.
+type Bench struct {
+	mu  sync.Mutex
+	st  state
+	log logrus.FieldLogger
+	// reaped is closed when a child started by this process has been waited
+	// for; keyed by pid. Children of other processes are reaped by init.
+	reaped map[int]chan struct{}
+}
+
+// state is persisted as JSON in Dir/state.json.
+type state struct {
+	ID          string
+	Dir         string
+	Net         string // first three octets, e.g. "10.123.45"
+	ClusterName string
+	TokenMS     int
+	Nodes       []nodeState
+}
+
+type nodeState struct {
+	Holder     int
+	MountNS    string // readlink of /proc/<holder>/ns/mnt
+	Corosync   int
+	Pmxcfs     int
+	PmxcfsBin  string
+	PmxcfsArgs []string
+}
+
+// Component names a daemon the bench manages inside a node.
+type Component string
+
+const (
+	Corosync Component = "corosync"
+	Pmxcfs   Component = "pmxcfs"
+)
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]{1,6}$`)
+
+// Available reports why the bench cannot run here (nil when it can): it needs
+// root, corosync tools, iproute2/util-linux and /dev/fuse.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("bench needs root")
+	}
+	for _, tool := range []string{"corosync", "corosync-keygen", "corosync-quorumtool", "corosync-cfgtool", "ip", "nsenter", "unshare", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("bench needs %s: %v", tool, err)
+		}
+	}
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return errors.New("bench needs /dev/fuse")
+	}
+	return nil
+}
+
+// New prepares a bench (no system changes yet); call Up to start it.
+func New(opt Options) (*Bench, error) {
+	id := opt.ID
+	if id == "" {
+		id = randomID()
+	}
+	if !idPattern.MatchString(id) {
+		return nil, fmt.Errorf("bench id %q: want 1-6 characters [a-z0-9]", id)
+	}
+	dir := opt.Dir
+	if dir == "" {
+		dir = "/tmp/pmxcfs-bench-" + id
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, bad := range []string{"/etc", "/var", "/run", "/dev/shm"} {
+		if dir == bad || strings.HasPrefix(dir, bad+"/") {
+			return nil, fmt.Errorf("bench dir %s: must not be under %s (nodes overlay it)", dir, bad)
+		}
+	}
+	st := state{ID: id, Dir: dir, Net: subnetFor(id), ClusterName: opt.ClusterName, TokenMS: opt.TokenMS}
+	if st.ClusterName == "" {
+		st.ClusterName = "benchcluster"
+	}
+	if st.TokenMS <= 0 {
+		st.TokenMS = 1000
+	}
+	return &Bench{st: st, log: loggerOr(opt.Log).WithField("bench", id), reaped: map[int]chan struct{}{}}, nil
+}
+
+// Load attaches to a bench that was started (possibly by another process)
+// with state in dir.
+func Load(dir string, log logrus.FieldLogger) (*Bench, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return nil, fmt.Errorf("no bench state in %s: %w", dir, err)
+	}
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("bench state %s: %w", dir, err)
+	}
+	if !idPattern.MatchString(st.ID) {
+		return nil, fmt.Errorf("bench state %s: bad id %q", dir, st.ID)
+	}
+	return &Bench{st: st, log: loggerOr(log).WithField("bench", st.ID), reaped: map[int]chan struct{}{}}, nil
+}
+
+func loggerOr(l logrus.FieldLogger) logrus.FieldLogger {
+	if l != nil {
+		return l
+	}
+	return logrus.StandardLogger()
+}
+
+func randomID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// subnetFor derives 10.a.b from the id so that two benches normally differ even
+// in addresses; the nets are never routed anyway (bridge without address).
+func subnetFor(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	v := h.Sum32()
+	return fmt.Sprintf("10.%d.%d", 100+v%100, (v>>8)%256)
+}
+
+// ID returns the bench id.
+func (b *Bench) ID() string { return b.st.ID }
+
+// Dir returns the state/log directory.
+func (b *Bench) Dir() string { return b.st.Dir }
+
+// N returns the number of nodes.
+func (b *Bench) N() int { return len(b.st.Nodes) }
+
+// IP returns node i's address (nodes are numbered from 1).
+func (b *Bench) IP(i int) string { return fmt.Sprintf("%s.%d", b.st.Net, i) }
+
+// NodeName returns node i's host name (and corosync node name).
+func NodeName(i int) string { return fmt.Sprintf("node%d", i) }
+
+// NodeDir returns the host directory holding node i's private files and logs.
+func (b *Bench) NodeDir(i int) string { return filepath.Join(b.st.Dir, NodeName(i)) }
+
+// BridgeName returns the bench's bridge in the root netns.
+func (b *Bench) BridgeName() string { return "pb" + b.st.ID }
+
+// VethName returns the host-side veth of node i.
+func (b *Bench) VethName(i int) string { return fmt.Sprintf("pb%sv%d", b.st.ID, i) }
+
+func (b *Bench) node(i int) (*nodeState, error) {
+	if i < 1 || i > len(b.st.Nodes) {
+		return nil, fmt.Errorf("node %d: bench has nodes 1..%d", i, len(b.st.Nodes))
+	}
+	return &b.st.Nodes[i-1], nil
+}
+
+func (b *Bench) save() error {
+	data, err := json.MarshalIndent(&b.st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(b.st.Dir, "state.json.tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(b.st.Dir, "state.json"))
+}
+
+// run executes a host command and folds its output into the error.
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func linkExists(name string) bool {
+	return exec.Command("ip", "link", "show", "dev", name).Run() == nil
+}
+
+// poll calls cond every interval until it returns true or timeout passes.
+func poll(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
