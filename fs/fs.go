@@ -73,7 +73,8 @@ func Mount(mountpoint string, cfg Config) (*Mounted, error) {
 	if err := syscall.Stat(mountpoint, &st); err != nil {
 		return nil, fmt.Errorf("fs: mount point %s: %w", mountpoint, err)
 	}
-	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR, 0)
+	// CLOEXEC: a child holding the fd would keep a dead mount alive.
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("fs: open /dev/fuse: %w", err)
 	}
@@ -92,9 +93,8 @@ func Mount(mountpoint string, cfg Config) (*Mounted, error) {
 		AttrTimeout:     &one,
 		NegativeTimeout: &zero,
 		MountOptions: fuse.MountOptions{
-			MaxWrite:      maxWrite,
-			DisableXAttrs: false,
-			Name:          "pmxcfs",
+			MaxWrite: maxWrite,
+			Name:     "pmxcfs",
 		},
 	}
 	server, err := fuse.NewServer(gofs.NewNodeFS(root, opts), fmt.Sprintf("/dev/fd/%d", fd), &opts.MountOptions)

@@ -201,6 +201,39 @@ func TestPmxcfsMountsOnEveryNode(t *testing.T) {
 		}
 	})
 
+	// .members carries corosync's view: cluster name, node list and the quorate flag, which
+	// follows a partition and its heal (inventory §4.4, §12.12).
+	t.Run("members-follow-quorum", func(t *testing.T) {
+		members := func(i int) string {
+			out, _ := b.Exec(i, "cat", "/etc/pve/.members")
+			return out
+		}
+		for i := 1; i <= 3; i++ {
+			if !waitFor(15*time.Second, func() bool {
+				m := members(i)
+				return strings.Contains(m, `"nodes": 3, "quorate": 1 }`) &&
+					strings.Contains(m, `"node3": { "id": 3, "online": 1`)
+			}) {
+				t.Fatalf("node %d: .members = %s", i, members(i))
+			}
+		}
+		if err := b.Partition(3); err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(20*time.Second, func() bool { return strings.Contains(members(3), `"quorate": 0`) }) {
+			t.Errorf("node 3 partitioned: .members = %s", members(3))
+		}
+		if !strings.Contains(members(1), `"quorate": 1`) {
+			t.Errorf("node 1 lost quorum with node 3 partitioned: %s", members(1))
+		}
+		if err := b.Heal(3); err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(20*time.Second, func() bool { return strings.Contains(members(3), `"quorate": 1`) }) {
+			t.Errorf("node 3 healed: .members = %s", members(3))
+		}
+	})
+
 	// A hard kill leaves a dead FUSE mount; the bench must put the read-only
 	// placeholder back and be able to start the daemon again.
 	if err := b.Kill(3, bench.Pmxcfs, true); err != nil {

@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/cluster"
 	"github.com/pmxcfs-go/pmxcfs/fs"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
@@ -28,6 +33,30 @@ type daemonState struct {
 	server      *fs.Mounted
 	wrotePID    bool
 	clusterMode bool
+	stopCluster context.CancelFunc
+	clusterDone sync.WaitGroup
+}
+
+// startClusterServices follows corosync's quorum and configuration, reconnecting whenever
+// corosync is not (yet) running.
+func (d *daemonState) startClusterServices() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopCluster = cancel
+	quorumLog, confdbLog := logging.For("quorum"), logging.For("confdb")
+	members := &cluster.Members{}
+	for _, svc := range []struct {
+		cluster.Service
+		log *logrus.Entry
+	}{
+		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog, Members: members}, quorumLog},
+		{&cluster.ConfigWatcher{Status: d.status, Log: confdbLog, Members: members}, confdbLog},
+	} {
+		d.clusterDone.Add(1)
+		go func() {
+			defer d.clusterDone.Done()
+			cluster.Supervise(ctx, svc.log, svc.Service)
+		}()
+	}
 }
 
 func (d *daemonState) start() error {
@@ -90,6 +119,9 @@ func (d *daemonState) start() error {
 		// the tree stays readable and every change is refused with EACCES.
 		logging.For("dcdb").Error("cluster communication is not available in this build - /etc/pve is read-only (no quorum)")
 		backend = readOnlyBackend{fs.NewLocalBackend(d.db)}
+		d.startClusterServices()
+	} else {
+		d.status.SetQuorate(true)
 	}
 
 	syscall.Unmount(o.mount, syscall.MNT_FORCE)
@@ -168,6 +200,11 @@ func (d *daemonState) writeRestartFlag() {
 
 // stop releases what start acquired, in reverse order; it is safe after a partial start.
 func (d *daemonState) stop() {
+	if d.stopCluster != nil {
+		d.stopCluster()
+		d.clusterDone.Wait()
+		d.stopCluster = nil
+	}
 	if d.server != nil {
 		if err := d.server.Unmount(); err != nil {
 			log.WithError(err).Warn("unmount failed, detaching the mount")
@@ -211,33 +248,19 @@ func (d *daemonState) generatedFiles() []fs.GeneratedFile {
 		{Name: ".vmlist", Read: d.status.VMList},
 		{Name: ".rrd", Read: func() []byte { return bytes.TrimSuffix(d.status.RRDDump(), []byte{0}) }},
 		{Name: ".clusterlog", Read: d.status.ClusterLogJSON},
-		{Name: ".debug", Read: debugSetting, Write: writeDebugSetting},
+		fs.DebugFile(logging.Debug, setDebug),
 	}
 }
 
-func debugSetting() []byte {
-	if logging.Debug() {
-		return []byte("1\n")
+// setDebug switches debug logging from /etc/pve/.debug.
+func setDebug(on bool) {
+	if on == logging.Debug() {
+		return
 	}
-	return []byte("0\n")
-}
-
-// writeDebugSetting accepts "0\n" or "1\n" and reports 2 bytes written whatever the size,
-// as upstream does.
-func writeDebugSetting(data []byte) (int, error) {
-	switch {
-	case bytes.HasPrefix(data, []byte("0\n")):
-		if logging.Debug() {
-			logging.SetDebug(false)
-			log.Info("disable debug mode")
-		}
-	case bytes.HasPrefix(data, []byte("1\n")):
-		if !logging.Debug() {
-			logging.SetDebug(true)
-			log.Info("enable debug mode")
-		}
-	default:
-		return 0, syscall.EIO
+	logging.SetDebug(on)
+	if on {
+		log.Info("enable debug mode")
+	} else {
+		log.Info("disable debug mode")
 	}
-	return 2, nil
 }
