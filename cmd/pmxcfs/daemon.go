@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pmxcfs-go/pmxcfs/cluster"
+	"github.com/pmxcfs-go/pmxcfs/corosyncconf"
 	"github.com/pmxcfs-go/pmxcfs/fs"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
@@ -33,8 +34,10 @@ type daemonState struct {
 	server      *fs.Mounted
 	wrotePID    bool
 	clusterMode bool
-	stopCluster context.CancelFunc
-	clusterDone sync.WaitGroup
+	// corosyncConf copies /etc/pve/corosync.conf to the host when it is newer.
+	corosyncConf *corosyncconf.Syncer
+	stopCluster  context.CancelFunc
+	clusterDone  sync.WaitGroup
 }
 
 // startClusterServices follows corosync's quorum and configuration, reconnecting whenever
@@ -119,6 +122,10 @@ func (d *daemonState) start() error {
 		// the tree stays readable and every change is refused with EACCES.
 		logging.For("dcdb").Error("cluster communication is not available in this build - /etc/pve is read-only (no quorum)")
 		backend = readOnlyBackend{fs.NewLocalBackend(d.db)}
+		d.corosyncConf = &corosyncconf.Syncer{HostPath: o.corosyncConf, Log: logging.For("dcdb"), Settle: time.Second}
+		if conf, err := d.db.ReadFile("corosync.conf"); err == nil {
+			d.corosyncConf.Sync(conf, true)
+		}
 		d.startClusterServices()
 	} else {
 		d.status.SetQuorate(true)

@@ -412,3 +412,26 @@ func TestDebugSwitch(t *testing.T) {
 		t.Errorf(".debug after disabling = %q", got)
 	}
 }
+
+// A cluster database whose corosync.conf is newer than the host's updates the host file at
+// start-up (§7.4); an older one leaves it alone.
+func TestNewerCorosyncConfReachesHost(t *testing.T) {
+	needRoot(t)
+	n := newNode(t)
+	host := filepath.Join(n.dir, "corosync.conf")
+	pid := n.start(t, "-l")
+	newer := []byte("totem {\n  cluster_name: test\n  config_version: 4\n}\n")
+	if err := os.WriteFile(filepath.Join(n.mount, "corosync.conf"), newer, 0640); err != nil {
+		t.Fatal(err)
+	}
+	stopPid(pid, n.mount)
+	os.WriteFile(host, []byte("totem {\n  cluster_name: test\n  config_version: 3\n}\n"), 0600)
+	n.start(t, "--corosync-conf", host)
+	got, err := os.ReadFile(host)
+	if err != nil || !bytes.Equal(got, newer) {
+		t.Fatalf("host corosync.conf = %q, %v", got, err)
+	}
+	if st, _ := os.Stat(host); st.Mode().Perm() != 0644 {
+		t.Errorf("host corosync.conf mode %o, want 644", st.Mode().Perm())
+	}
+}
