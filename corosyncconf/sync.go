@@ -8,12 +8,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
 )
 
 var versionLine = regexp.MustCompile(`^\s*config_version\s*:\s*(\d+)`)
@@ -75,7 +76,7 @@ func (s *Syncer) Sync(conf []byte, notify bool) {
 		s.Log.Error("local corosync.conf is newer")
 		return
 	}
-	if err := writeAtomic(s.HostPath, conf); err != nil {
+	if err := atomicfile.Write(s.HostPath, conf, 0644); err != nil {
 		s.Log.Errorf("unable to write '%s': %v", s.HostPath, err)
 		return
 	}
@@ -91,30 +92,4 @@ func (s *Syncer) Sync(conf []byte, notify bool) {
 	if err := reload(); err != nil {
 		s.Log.Errorf("corosync-cfgtool -R failed: %v", err)
 	}
-}
-
-// writeAtomic replaces path with a 0644 file through a rename, so corosync never reads a
-// partial configuration.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".corosync.conf.")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

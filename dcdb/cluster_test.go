@@ -448,3 +448,32 @@ func TestMalformedMessageMakesEveryNodeLeave(t *testing.T) {
 	c.must(2, writeFile("after", "ok"))
 	c.readAll("after", "ok")
 }
+
+func TestVerifyDetectsDivergence(t *testing.T) {
+	c := newCluster(t)
+	for id := uint32(1); id <= 3; id++ {
+		c.start(id, nil)
+	}
+	c.run()
+	c.must(2, writeFile("a", "1"))
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.nodes[1].proc.Engine.VerifyTick())
+	c.run()
+	for id, n := range c.nodes {
+		if hasMode(n, dfsm.ModeLeave) {
+			t.Fatalf("node %d left although all data is equal", id)
+		}
+	}
+	// Change node 3 behind the group's back.
+	must(c.nodes[3].db.Mkdir("rogue", 3, 1))
+	must(c.nodes[1].proc.Engine.VerifyTick())
+	c.run()
+	if !hasMode(c.nodes[3], dfsm.ModeLeave) {
+		t.Fatal("node 3 with different data did not leave")
+	}
+	c.converged()
+}

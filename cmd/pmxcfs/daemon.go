@@ -16,6 +16,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/cluster"
 	"github.com/pmxcfs-go/pmxcfs/corosyncconf"
 	"github.com/pmxcfs-go/pmxcfs/fs"
+	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/pmxcfs-go/pmxcfs/status"
@@ -149,7 +150,7 @@ func (d *daemonState) start() error {
 		return fmt.Errorf("fuse_mount error: %v", err)
 	}
 
-	if err := writeFileAtomic(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0644); err != nil {
+	if err := atomicfile.Write(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0644); err != nil {
 		return fmt.Errorf("unable to write pid file '%s': %v", o.pidFile, err)
 	}
 	d.wrotePID = true

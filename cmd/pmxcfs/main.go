@@ -159,28 +159,6 @@ func errnoText(err error) string {
 	return err.Error()
 }
 
-// writeFileAtomic writes through a temporary file and a rename, so readers never see a
-// partial file (upstream's atomic_write_file).
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp.")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // notifySystemd reports state to systemd when it started us with Type=notify.
 func notifySystemd(state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {

@@ -1,0 +1,121 @@
+package memdb
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// syncFrom returns what a leader would send to bring a database with none of
+// its entries up to date: its index and every record.
+func syncFrom(leader *DB) ([]byte, []SyncRecord) {
+	idx := leader.Index()
+	entries, _ := ParseIndex(idx)
+	var recs []SyncRecord
+	for _, e := range entries {
+		r, _ := leader.Record(e.Inode)
+		recs = append(recs, r)
+	}
+	return idx, recs
+}
+
+func TestApplySyncReplacesAndDeletes(t *testing.T) {
+	rec := &recorder{}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	leader, _ := openTemp(t, Options{})
+	local, path := openTemp(t, Options{Observer: rec, Now: clk.now})
+	must(t, local.Mkdir("only-local", 9, 1))
+	must(t, leader.Mkdir("nodes", 1, 2))
+	must(t, leader.Create("nodes/f", 1, 3))
+	if _, err := leader.Write("nodes/f", 0, []byte("hello"), false, 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	idx, recs := syncFrom(leader)
+	before := rec.reloaded
+	if err := local.ApplySync(idx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(local.Index(), idx) || local.TreeChecksum() != leader.TreeChecksum() {
+		t.Fatal("index differs from the leader's after sync")
+	}
+	if rec.reloaded != before+1 {
+		t.Fatal("observer not told about the reload")
+	}
+	if got, _ := local.ReadFile("nodes/f"); string(got) != "hello" {
+		t.Fatalf("nodes/f = %q", got)
+	}
+	backups, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "backup", "config-1800000000-presync.db"))
+	if len(backups) != 1 {
+		t.Fatalf("no pre-sync backup: %v", backups)
+	}
+	local.Close()
+	re, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	if !bytes.Equal(re.Index(), idx) {
+		t.Fatal("database on disk differs from the synced tree")
+	}
+}
+
+func TestApplySyncMismatchRollsBack(t *testing.T) {
+	leader, _ := openTemp(t, Options{})
+	local, path := openTemp(t, Options{})
+	must(t, leader.Mkdir("a", 1, 2))
+	must(t, local.Mkdir("b", 2, 2))
+	idx, recs := syncFrom(leader)
+	want := local.Index()
+	// Drop one record: the reloaded index cannot match.
+	if err := local.ApplySync(idx, recs[:len(recs)-1]); err == nil {
+		t.Fatal("sync with a missing record succeeded")
+	}
+	if !local.Failed() || !bytes.Equal(local.Index(), want) {
+		t.Fatal("failed sync must keep the old tree and refuse changes")
+	}
+	if err := local.Mkdir("c", 1, 1); err == nil {
+		t.Fatal("change accepted after a failed sync")
+	}
+	local.Close()
+	re, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	if !bytes.Equal(re.Index(), want) {
+		t.Fatal("failed sync changed the database file")
+	}
+}
+
+func TestParseIndexRejectsMalformed(t *testing.T) {
+	db, _ := openTemp(t, Options{})
+	must(t, db.Mkdir("a", 1, 2))
+	idx := db.Index()
+	if _, err := ParseIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{
+		"short":     idx[:31],
+		"truncated": idx[:len(idx)-1],
+		"unsorted":  append(append(append([]byte(nil), idx[:32]...), idx[72:112]...), idx[32:72]...),
+	} {
+		if _, err := ParseIndex(b); err == nil {
+			t.Errorf("%s index accepted", name)
+		}
+	}
+}
+
+func TestPruneBackupsKeepsNewest(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 13; i++ {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("config-%d-presync.db", 1000+i*7)), nil, 0o600)
+	}
+	pruneBackups(dir)
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(left) != presyncBackups || filepath.Base(left[0]) != "config-1021-presync.db" {
+		t.Fatalf("kept %v", left)
+	}
+}
