@@ -151,6 +151,20 @@ func TestSizeLimitAndTruncate(t *testing.T) {
 	if data, _ := os.ReadFile(env.p("small")); string(data) != "abc" {
 		t.Errorf("crossing pwrite changed the file: %d bytes", len(data))
 	}
+	// On a file opened by create (no direct I/O, as upstream), the kernel sends the part below
+	// 1 MiB as its own write: upstream writes 50 bytes and the file reaches 1 MiB.
+	f, err = os.OpenFile(env.p("created"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err = syscall.Pwrite(int(f.Fd()), make([]byte, 100), 1<<20-50)
+	f.Close()
+	if n != 50 || err != nil {
+		t.Errorf("pwrite crossing 1 MiB on a created file = %d, %v; want 50 as upstream", n, err)
+	}
+	if st := lstat(t, env.p("created")); st.Size != 1<<20 {
+		t.Errorf("created size %d, want 1048576", st.Size)
+	}
 	wantErrno(t, "truncate 1 MiB + 1", os.Truncate(env.p("small"), 1<<20+1), syscall.EFBIG)
 	wantErrno(t, "truncate 1", os.Truncate(env.p("small"), 1), 0)
 	if data, _ := os.ReadFile(env.p("small")); string(data) != "a" {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/cluster"
 	"github.com/pmxcfs-go/pmxcfs/corosyncconf"
+	"github.com/pmxcfs-go/pmxcfs/dcdb"
 	"github.com/pmxcfs-go/pmxcfs/fs"
 	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
@@ -37,6 +38,7 @@ type daemonState struct {
 	clusterMode bool
 	// corosyncConf copies /etc/pve/corosync.conf to the host when it is newer.
 	corosyncConf *corosyncconf.Syncer
+	dcdb         *cluster.Group
 	stopCluster  context.CancelFunc
 	clusterDone  sync.WaitGroup
 }
@@ -54,6 +56,7 @@ func (d *daemonState) startClusterServices() {
 	}{
 		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog, Members: members}, quorumLog},
 		{&cluster.ConfigWatcher{Status: d.status, Log: confdbLog, Members: members}, confdbLog},
+		{d.dcdb, logging.For("dcdb")},
 	} {
 		d.clusterDone.Add(1)
 		go func() {
@@ -118,23 +121,22 @@ func (d *daemonState) start() error {
 
 	var backend fs.Backend = fs.NewLocalBackend(d.db)
 	if d.clusterMode {
-		// Cluster communication (DCDB over corosync CPG) is not part of this build yet. Without
-		// it the node can never be quorate, which is what upstream shows while corosync is down:
-		// the tree stays readable and every change is refused with EACCES.
-		logging.For("dcdb").Error("cluster communication is not available in this build - /etc/pve is read-only (no quorum)")
-		backend = readOnlyBackend{fs.NewLocalBackend(d.db)}
 		d.corosyncConf = &corosyncconf.Syncer{HostPath: o.corosyncConf, Log: logging.For("dcdb"), Settle: time.Second}
 		if o.corosyncConf != defaultOptions().corosyncConf {
 			// corosync reads only its own file: a reload for another path would just disturb
 			// whatever corosync runs on this host (tests use other paths).
 			d.corosyncConf.Reload = func() error { return nil }
 		}
-		if conf, err := d.db.ReadFile("corosync.conf"); err == nil {
-			d.corosyncConf.Sync(conf, true)
+		d.corosyncConfChanged(true)
+		app := dcdb.New(dcdb.Config{
+			DB: d.db, Quorate: d.status.Quorate, CorosyncConfChanged: d.corosyncConfChanged, Log: logging.For("dcdb"),
+		})
+		d.dcdb = &cluster.Group{
+			GroupName: dcdb.GroupName, ProtocolVersion: dcdb.ProtocolVersion,
+			App: app, Attach: app.Attach, Log: logging.For("dcdb"),
 		}
+		backend = &clusterBackend{db: d.db, app: app, group: d.dcdb, status: d.status}
 		d.startClusterServices()
-	} else {
-		d.status.SetQuorate(true)
 	}
 
 	syscall.Unmount(o.mount, syscall.MNT_FORCE)
@@ -193,7 +195,7 @@ func (d *daemonState) serve() int {
 
 func (d *daemonState) readyStatus() string {
 	if d.clusterMode {
-		return "mounted read-only: no cluster communication"
+		return "mounted in cluster mode"
 	}
 	return "mounted in local mode"
 }
@@ -241,16 +243,13 @@ func (d *daemonState) stop() {
 	}
 }
 
-// readOnlyBackend refuses every change with EACCES, as a node without quorum does.
-type readOnlyBackend struct{ fs.Backend }
-
-func (readOnlyBackend) Quorate() bool                                   { return false }
-func (readOnlyBackend) Create(string) error                             { return syscall.EACCES }
-func (readOnlyBackend) Write(string, uint64, []byte, bool) (int, error) { return 0, syscall.EACCES }
-func (readOnlyBackend) Mkdir(string) error                              { return syscall.EACCES }
-func (readOnlyBackend) Delete(string) error                             { return syscall.EACCES }
-func (readOnlyBackend) Rename(string, string) error                     { return syscall.EACCES }
-func (readOnlyBackend) Utime(string, uint32) error                      { return syscall.EACCES }
+// corosyncConfChanged copies /etc/pve/corosync.conf to the host when it is newer; notify
+// (this node made the change) also asks corosync to reload.
+func (d *daemonState) corosyncConfChanged(notify bool) {
+	if conf, err := d.db.ReadFile("corosync.conf"); err == nil {
+		d.corosyncConf.Sync(conf, notify)
+	}
+}
 
 // generatedFiles are the root's generated files; their content comes from the same code as
 // the IPC replies.

@@ -1,0 +1,208 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/pmxcfs-go/pmxcfs/cpg"
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+)
+
+// VerifyInterval is how often the lowest node asks the group to compare tree checksums.
+const VerifyInterval = dfsm.VerifyInterval
+
+// Group runs one DFSM engine over a CPG group. The engine is created on the first
+// connection, when corosync has told us our nodeid, and kept across reconnects, so local
+// writers keep one engine to wait on.
+type Group struct {
+	GroupName       string // CPG group, e.g. pve_dcdb_v1
+	ProtocolVersion uint32
+	App             dfsm.Application
+	// Attach is called once with the new engine (dcdb.App.Attach).
+	Attach func(*dfsm.DFSM)
+	Log    *logrus.Entry
+
+	mu     sync.Mutex
+	engine *dfsm.DFSM
+	handle *cpg.Handle // the connection in use, nil between connections
+	ready  chan struct{}
+	once   sync.Once
+}
+
+func (g *Group) Name() string { return g.GroupName }
+
+// Engine waits until the engine exists (the first connection to corosync) or ctx ends.
+func (g *Group) Engine(ctx context.Context) (*dfsm.DFSM, error) {
+	g.once.Do(func() { g.ready = make(chan struct{}) })
+	select {
+	case <-g.ready:
+		return g.engine, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// CurrentEngine returns the engine or nil before the first connection.
+func (g *Group) CurrentEngine() *dfsm.DFSM {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.engine
+}
+
+// Run connects, joins and dispatches until the connection fails or the engine leaves the
+// group after an error; Supervise then reconnects about 6 s later, as upstream does.
+func (g *Group) Run(ctx context.Context) error {
+	g.once.Do(func() { g.ready = make(chan struct{}) })
+	var engine *dfsm.DFSM
+	h, err := cpg.Initialize(cpg.Callbacks{
+		Deliver: func(m cpg.Message) { engine.Deliver(m.NodeID, m.PID, m.Data) },
+		ConfChg: func(c cpg.ConfChg) { engine.Confchg(members(c.Members), members(c.Left), members(c.Joined)) },
+	})
+	if err != nil {
+		return fmt.Errorf("cpg_initialize failed: %w", err)
+	}
+	defer h.Close()
+	h.SetLogger(g.Log)
+	nodeid, err := h.LocalNodeID()
+	if err != nil {
+		return fmt.Errorf("cpg_local_get failed: %w", err)
+	}
+	if engine, err = g.engineFor(nodeid); err != nil {
+		return err
+	}
+	if !engine.Restartable() {
+		<-ctx.Done() // VERSION_ERROR and ERROR keep the node out until the daemon restarts
+		return nil
+	}
+	g.setHandle(h)
+	defer g.setHandle(nil)
+	if err := engine.Start(); err != nil {
+		return err
+	}
+	defer engine.Stop()
+	fd, err := h.Fd()
+	if err != nil {
+		return err
+	}
+	nextVerify := time.Now().Add(VerifyInterval)
+	for ctx.Err() == nil {
+		// Dispatch, the verify timer and shutdown all run on this goroutine: the engine's
+		// inputs must come from one goroutine.
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 1000)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if n > 0 {
+			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 && pfd[0].Revents&unix.POLLIN == 0 {
+				return errors.New("connection to corosync lost")
+			}
+			if err := h.Dispatch(ctx); err != nil {
+				return err
+			}
+		}
+		if engine.Finished() {
+			return errors.New("left the process group")
+		}
+		if time.Now().After(nextVerify) {
+			nextVerify = time.Now().Add(VerifyInterval)
+			if err := engine.VerifyTick(); err != nil {
+				g.Log.WithError(err).Warn("verify request failed")
+			}
+		}
+	}
+	return nil
+}
+
+func (g *Group) engineFor(nodeid uint32) (*dfsm.DFSM, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.engine != nil {
+		if g.engine.Self().NodeID != nodeid {
+			return nil, fmt.Errorf("corosync nodeid changed from %d to %d - restart pmxcfs", g.engine.Self().NodeID, nodeid)
+		}
+		return g.engine, nil
+	}
+	e, err := dfsm.New(dfsm.Config{
+		Name:            g.GroupName,
+		ProtocolVersion: g.ProtocolVersion,
+		Self:            dfsm.Member{NodeID: nodeid, PID: uint32(os.Getpid())},
+		App:             g.App,
+		Transport:       (*groupTransport)(g),
+		Log:             g.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.engine = e
+	if g.Attach != nil {
+		g.Attach(e)
+	}
+	close(g.ready)
+	return e, nil
+}
+
+func (g *Group) setHandle(h *cpg.Handle) {
+	g.mu.Lock()
+	g.handle = h
+	g.mu.Unlock()
+}
+
+func (g *Group) currentHandle() *cpg.Handle {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.handle
+}
+
+func members(addrs []cpg.Address) []dfsm.Member {
+	out := make([]dfsm.Member, len(addrs))
+	for i, a := range addrs {
+		out[i] = dfsm.Member{NodeID: a.NodeID, PID: a.PID}
+	}
+	return out
+}
+
+// groupTransport is the engine's view of the current CPG connection. The engine runs its own
+// TRY_AGAIN retry loop, so a send is a single attempt here.
+type groupTransport Group
+
+var errNotConnected = errors.New("not connected to corosync")
+
+func (t *groupTransport) Mcast(msg []byte) error {
+	h := (*Group)(t).currentHandle()
+	if h == nil {
+		return errNotConnected
+	}
+	err := h.TryMcast(msg)
+	if errors.Is(err, cpg.ErrTryAgain) {
+		return dfsm.ErrTryAgain
+	}
+	return err
+}
+
+func (t *groupTransport) Join() error {
+	h := (*Group)(t).currentHandle()
+	if h == nil {
+		return errNotConnected
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return h.Join(ctx, t.GroupName)
+}
+
+func (t *groupTransport) Leave() error {
+	h := (*Group)(t).currentHandle()
+	if h == nil {
+		return errNotConnected
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.Leave(ctx, t.GroupName)
+}
