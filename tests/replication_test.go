@@ -16,15 +16,23 @@ const treeDigest = `cd /etc/pve && find . -path './.*' -prune -o -print | LC_ALL
 func startGoCluster(t *testing.T) *bench.Bench {
 	t.Helper()
 	bin := pmxcfsBinary()
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		t.Skipf("no pmxcfs binary at %s (set PMXCFS_BIN or run make build)", bin)
+	return startCluster(t, bin, bin, bin)
+}
+
+// startCluster runs the given pmxcfs binary on node 1, 2, 3 (any mix of ours and upstream's).
+func startCluster(t *testing.T, bins ...string) *bench.Bench {
+	t.Helper()
+	for _, bin := range bins {
+		if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
+			t.Skipf("no pmxcfs binary at %s (set PMXCFS_BIN or run make build)", bin)
+		}
 	}
-	b := startBench(t, 3)
+	b := startBench(t, len(bins))
 	if err := b.WaitQuorum(quorumTimeout); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 3; i++ {
-		if err := b.StartPmxcfs(i, bin, "-f"); err != nil {
+	for i, bin := range bins {
+		if err := b.StartPmxcfs(i+1, bin, "-f"); err != nil {
 			t.Fatal(err)
 		}
 	}
