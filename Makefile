@@ -46,6 +46,7 @@ test: build vet
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./memdb/ ./dfsm/ 2>/dev/null | grep -E '^(Benchmark|ok|---)' || true
 	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs
+	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs -cluster
 
 clean:
 	rm -rf $(BIN)

@@ -20,7 +20,16 @@ func main() {
 	bin := flag.String("bin", "bin/pmxcfs", "pmxcfs binary")
 	files := flag.Int("files", 10000, "number of files")
 	size := flag.Int("size", 1024, "file size in bytes")
+	cluster := flag.Bool("cluster", false, "measure a 3-node cluster instead of local mode")
+	samples := flag.Int("samples", 200, "replication latency samples (with -cluster)")
 	flag.Parse()
+	if *cluster {
+		if err := runCluster(*bin, *samples, *files/10); err != nil {
+			fmt.Fprintln(os.Stderr, "fsbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*bin, *files, *size); err != nil {
 		fmt.Fprintln(os.Stderr, "fsbench:", err)
 		os.Exit(1)
