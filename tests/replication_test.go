@@ -97,6 +97,34 @@ func TestGoClusterReplication(t *testing.T) {
 		}
 	})
 
+	// A corosync.conf with a higher config_version written through /etc/pve reaches every
+	// node's /etc/corosync/corosync.conf, and corosync reloads it (.members shows the new
+	// cluster version) — §7.4, §12.14.
+	t.Run("corosync-conf-reaches-hosts", func(t *testing.T) {
+		conf := mustExec(t, b, 1, "cat /etc/pve/corosync.conf")
+		if !strings.Contains(conf, "config_version: 1") {
+			t.Fatalf("unexpected corosync.conf:\n%s", conf)
+		}
+		newConf := strings.Replace(conf, "config_version: 1", "config_version: 2", 1)
+		mustExec(t, b, 1, "cat > /etc/pve/corosync.conf.new <<'EOF'\n"+newConf+"EOF\nmv /etc/pve/corosync.conf.new /etc/pve/corosync.conf")
+		for i := 1; i <= 3; i++ {
+			if !waitFor(10*time.Second, func() bool {
+				host, _ := b.Exec(i, "cat", "/etc/corosync/corosync.conf")
+				return host == newConf
+			}) {
+				host, _ := b.Exec(i, "cat", "/etc/corosync/corosync.conf")
+				t.Errorf("node %d /etc/corosync/corosync.conf:\n%s", i, host)
+			}
+			if !waitFor(15*time.Second, func() bool {
+				m, _ := b.Exec(i, "cat", "/etc/pve/.members")
+				return strings.Contains(m, `"version": 2, "nodes": 3`)
+			}) {
+				m, _ := b.Exec(i, "cat", "/etc/pve/.members")
+				t.Errorf("node %d did not reload corosync: %s", i, m)
+			}
+		}
+	})
+
 	t.Run("restarted-node-catches-up", func(t *testing.T) {
 		if err := b.Kill(3, bench.Pmxcfs, true); err != nil {
 			t.Fatal(err)
@@ -108,6 +136,29 @@ func TestGoClusterReplication(t *testing.T) {
 		if err := b.WaitPmxcfs(30*time.Second, 3); err != nil {
 			t.Fatal(err)
 		}
+		sameTreeEverywhere(t, b)
+	})
+
+	// A corosync crash leaves the daemon running read-only; once corosync is back it
+	// reconnects by itself (about 6 s later, as upstream) and catches up.
+	t.Run("corosync-restart", func(t *testing.T) {
+		if err := b.Kill(2, bench.Corosync, true); err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(10*time.Second, func() bool {
+			_, err := b.Exec(2, "sh", "-c", "echo x > /etc/pve/no-corosync.txt")
+			return err != nil
+		}) {
+			t.Error("node 2 still writable without corosync")
+		}
+		mustExec(t, b, 1, "echo while-corosync-down > /etc/pve/cs.txt")
+		if err := b.StartCorosync(2); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.WaitQuorum(quorumTimeout); err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, b, 2, "echo back > /etc/pve/corosync-back.txt")
 		sameTreeEverywhere(t, b)
 	})
 
