@@ -99,6 +99,30 @@ static struct qb_ipcs_service_handlers handlers = {
 	.connection_closed = closed_fn,
 };
 
+// The loop of the service running on this thread: libqb's poll callbacks
+// carry no context, and each service has its own thread.
+static __thread qb_loop_t *thread_loop;
+
+static int32_t job_add(enum qb_loop_priority p, void *data, qb_loop_job_dispatch_fn fn) {
+	return qb_loop_job_add(thread_loop, p, data, fn);
+}
+static int32_t dispatch_add(enum qb_loop_priority p, int32_t fd, int32_t evts, void *data,
+	qb_ipcs_dispatch_fn_t fn) {
+	return qb_loop_poll_add(thread_loop, p, fd, evts, data, fn);
+}
+static int32_t dispatch_mod(enum qb_loop_priority p, int32_t fd, int32_t evts, void *data,
+	qb_ipcs_dispatch_fn_t fn) {
+	return qb_loop_poll_mod(thread_loop, p, fd, evts, data, fn);
+}
+static int32_t dispatch_del(int32_t fd) { return qb_loop_poll_del(thread_loop, fd); }
+
+static struct qb_ipcs_poll_handlers poll_handlers = {
+	.job_add = job_add,
+	.dispatch_add = dispatch_add,
+	.dispatch_mod = dispatch_mod,
+	.dispatch_del = dispatch_del,
+};
+
 static int32_t stop_fn(int32_t fd, int32_t revents, void *data) {
 	struct qbsrv *s = data;
 	if (s->svc != NULL) {
@@ -117,22 +141,25 @@ static struct qbsrv *srv_create(const char *name, uintptr_t handle) {
 		return NULL;
 	}
 	s->handle = handle;
-	if (pipe2(s->stop_pipe, O_CLOEXEC) != 0) {
+	if (pipe(s->stop_pipe) != 0) {
 		int e = errno;
 		free(s);
 		errno = e;
 		return NULL;
 	}
+	fcntl(s->stop_pipe[0], F_SETFD, FD_CLOEXEC);
+	fcntl(s->stop_pipe[1], F_SETFD, FD_CLOEXEC);
 	s->loop = qb_loop_create();
 	if (s->loop == NULL) {
 		goto fail;
 	}
+	thread_loop = s->loop;
 	s->svc = qb_ipcs_create(name, 1, QB_IPC_SHM, &handlers);
 	if (s->svc == NULL) {
 		goto fail;
 	}
 	qb_ipcs_service_context_set(s->svc, s);
-	qb_ipcs_poll_handlers_set(s->svc, NULL);
+	qb_ipcs_poll_handlers_set(s->svc, &poll_handlers);
 	qb_loop_poll_add(s->loop, QB_LOOP_HIGH, s->stop_pipe[0], POLLIN, s, stop_fn);
 	int rc = qb_ipcs_run(s->svc);
 	if (rc < 0) {

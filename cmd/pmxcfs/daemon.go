@@ -19,7 +19,9 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/fs"
 	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
+	"github.com/pmxcfs-go/pmxcfs/ipc"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
+	"github.com/pmxcfs-go/pmxcfs/qb"
 	"github.com/pmxcfs-go/pmxcfs/status"
 )
 
@@ -39,6 +41,8 @@ type daemonState struct {
 	// corosyncConf copies /etc/pve/corosync.conf to the host when it is newer.
 	corosyncConf *corosyncconf.Syncer
 	dcdb         *cluster.Group
+	ipcServer    *ipc.Server
+	ipc          *qb.Service
 	stopCluster  context.CancelFunc
 	clusterDone  sync.WaitGroup
 }
@@ -152,6 +156,13 @@ func (d *daemonState) start() error {
 		return fmt.Errorf("fuse_mount error: %v", err)
 	}
 
+	d.ipcServer = &ipc.Server{Status: d.status, DB: d.db, WWWDataGID: d.gid, Log: logging.For("ipcs")}
+	if d.ipc, err = qb.Listen("pve2", d.ipcServer); err != nil {
+		// As upstream: /etc/pve stays available even when the IPC socket cannot be had
+		// (another pmxcfs in this network namespace holds "pve2").
+		logging.For("ipcs").Errorf("unable to start the IPC server 'pve2': %v", err)
+	}
+
 	if err := atomicfile.Write(o.pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0644); err != nil {
 		return fmt.Errorf("unable to write pid file '%s': %v", o.pidFile, err)
 	}
@@ -215,6 +226,10 @@ func (d *daemonState) writeRestartFlag() {
 
 // stop releases what start acquired, in reverse order; it is safe after a partial start.
 func (d *daemonState) stop() {
+	if d.ipc != nil {
+		d.ipc.Stop()
+		d.ipc = nil
+	}
 	if d.stopCluster != nil {
 		d.stopCluster()
 		d.clusterDone.Wait()
