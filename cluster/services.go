@@ -53,19 +53,19 @@ func Supervise(ctx context.Context, log *logrus.Entry, svc Service) {
 
 // QuorumWatcher follows libquorum's quorate flag into the status tables.
 type QuorumWatcher struct {
-	Status  *status.Status
-	Log     *logrus.Entry
-	Members *Members
+	Status *status.Status
+	Log    *logrus.Entry
 }
 
-// Members remembers the latest quorum membership, so that a node list read from cmap later
-// still gets its online flags.
+// Members remembers the latest kvstore group membership ("online" in .members), so that a
+// node list read from cmap after the membership change still gets its online flags.
 type Members struct {
 	mu    sync.Mutex
 	nodes []uint32
 }
 
-func (m *Members) set(nodes []uint32) {
+// Set records the node ids of the current members.
+func (m *Members) Set(nodes []uint32) {
 	m.mu.Lock()
 	m.nodes = append([]uint32(nil), nodes...)
 	m.mu.Unlock()
@@ -82,10 +82,6 @@ func (w *QuorumWatcher) Name() string { return "quorum" }
 func (w *QuorumWatcher) Run(ctx context.Context) error {
 	q, err := votequorum.OpenQuorum(func(n votequorum.Notification) {
 		w.Status.SetQuorate(n.Quorate)
-		// Upstream takes "online" from the kvstore CPG group, which this build does not join
-		// yet; corosync's quorum membership is the closest available stand-in.
-		w.Members.set(n.Nodes)
-		w.Status.SetMembers(n.Nodes)
 	})
 	if err != nil {
 		return err

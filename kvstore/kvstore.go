@@ -104,6 +104,7 @@ func (a *App) Deliver(from dfsm.Member, subtype uint16, _ uint32, payload []byte
 		}
 		a.status.SetNodeStatus(from.NodeID, key, value)
 	case MsgLog:
+		a.log.Debug("received log")
 		entry, err := clusterlog.Unmarshal(payload)
 		if err != nil {
 			a.log.WithError(err).Error("cant parse log message")

@@ -212,7 +212,7 @@ func TestPmxcfsMountsOnEveryNode(t *testing.T) {
 			if !waitFor(15*time.Second, func() bool {
 				m := members(i)
 				return strings.Contains(m, `"nodes": 3, "quorate": 1 }`) &&
-					strings.Contains(m, `"node3": { "id": 3, "online": 1`)
+					strings.Contains(m, `"node3": { "id": 3, "online": 1, "ip": "`+b.IP(3)+`"}`)
 			}) {
 				t.Fatalf("node %d: .members = %s", i, members(i))
 			}

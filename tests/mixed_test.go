@@ -80,6 +80,17 @@ func mixedScenario(t *testing.T, bins []string) {
 		if out, _ := b.Exec(i, "cat", "/etc/pve/.vmlist"); !strings.Contains(out, `"100": { "node": "node2", "type": "qemu"`) {
 			t.Errorf("node %d .vmlist: %s", i, out)
 		}
+		// Node IPs travel through the kvstore group: every kind of node shows every node's.
+		for j := 1; j <= 3; j++ {
+			want := fmt.Sprintf(`"node%d": { "id": %d, "online": 1, "ip": "%s"}`, j, j, b.IP(j))
+			if !waitFor(10*time.Second, func() bool {
+				out, _ := b.Exec(i, "cat", "/etc/pve/.members")
+				return strings.Contains(out, want)
+			}) {
+				out, _ := b.Exec(i, "cat", "/etc/pve/.members")
+				t.Errorf("node %d .members lacks %s:\n%s", i, want, out)
+			}
+		}
 		if logs := b.Logs(i); strings.Contains(logs, "wrong checksum") || strings.Contains(logs, "leaving CPG group") || strings.Contains(logs, "serious internal error") {
 			t.Errorf("node %d logged a sync failure:\n%s", i, logs)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
 	"github.com/pmxcfs-go/pmxcfs/internal/logging"
 	"github.com/pmxcfs-go/pmxcfs/ipc"
+	"github.com/pmxcfs-go/pmxcfs/kvstore"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/pmxcfs-go/pmxcfs/qb"
 	"github.com/pmxcfs-go/pmxcfs/status"
@@ -41,6 +42,7 @@ type daemonState struct {
 	// corosyncConf copies /etc/pve/corosync.conf to the host when it is newer.
 	corosyncConf *corosyncconf.Syncer
 	dcdb         *cluster.Group
+	kvstore      *cluster.Group
 	ipcServer    *ipc.Server
 	ipc          *qb.Service
 	stopCluster  context.CancelFunc
@@ -54,13 +56,21 @@ func (d *daemonState) startClusterServices() {
 	d.stopCluster = cancel
 	quorumLog, confdbLog := logging.For("quorum"), logging.For("confdb")
 	members := &cluster.Members{}
+	statusApp := kvstore.New(kvstore.Config{Status: d.status, Log: logging.For("status")})
+	d.kvstore = &cluster.Group{
+		GroupName: kvstore.GroupName, ProtocolVersion: kvstore.ProtocolVersion,
+		App: cluster.StatusApp{App: statusApp, Members: members}, Attach: statusApp.Attach,
+		Log: logging.For("status"),
+	}
+	d.ipcServer.Cluster = cluster.StatusSender{App: statusApp, Group: d.kvstore}
 	for _, svc := range []struct {
 		cluster.Service
 		log *logrus.Entry
 	}{
-		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog, Members: members}, quorumLog},
+		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog}, quorumLog},
 		{&cluster.ConfigWatcher{Status: d.status, Log: confdbLog, Members: members}, confdbLog},
 		{d.dcdb, logging.For("dcdb")},
+		{d.kvstore, logging.For("status")},
 	} {
 		d.clusterDone.Add(1)
 		go func() {
@@ -123,6 +133,7 @@ func (d *daemonState) start() error {
 		log.Info("forcing local mode (although corosync.conf exists)")
 	}
 
+	d.ipcServer = &ipc.Server{Status: d.status, DB: d.db, WWWDataGID: d.gid, Log: logging.For("ipcs")}
 	var backend fs.Backend = fs.NewLocalBackend(d.db)
 	if d.clusterMode {
 		d.corosyncConf = &corosyncconf.Syncer{HostPath: o.corosyncConf, Log: logging.For("dcdb"), Settle: time.Second}
@@ -156,7 +167,6 @@ func (d *daemonState) start() error {
 		return fmt.Errorf("fuse_mount error: %v", err)
 	}
 
-	d.ipcServer = &ipc.Server{Status: d.status, DB: d.db, WWWDataGID: d.gid, Log: logging.For("ipcs")}
 	if d.ipc, err = qb.Listen("pve2", d.ipcServer); err != nil {
 		// As upstream: /etc/pve stays available even when the IPC socket cannot be had
 		// (another pmxcfs in this network namespace holds "pve2").
