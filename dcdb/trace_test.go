@@ -1,11 +1,9 @@
 package dcdb
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/hex"
-	"encoding/json"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,33 +17,10 @@ import (
 )
 
 // The upstream 9.1.6 wire traces (see their README) are the oracle here.
-const wireFixtures = "../../shared/fixtures/upstream-9.1.6-wire"
-
-type traceMember struct {
-	NodeID uint32 `json:"nodeid"`
-	PID    uint32 `json:"pid"`
-}
-
-type traceEvent struct {
-	Seq     int           `json:"seq"`
-	RtNs    int64         `json:"rt_ns"`
-	Proc    uint32        `json:"proc"`
-	Ev      string        `json:"ev"`
-	Group   string        `json:"group"`
-	NodeID  uint32        `json:"nodeid"`
-	PID     uint32        `json:"pid"`
-	Data    string        `json:"data"`
-	Members []traceMember `json:"members"`
-	Left    []traceMember `json:"left"`
-	Joined  []traceMember `json:"joined"`
-	bytes   []byte
-}
-
-func quietLogger() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
+type (
+	traceEvent  = wiretrace.Event
+	traceMember = wiretrace.Member
+)
 
 func toMembers(ms []traceMember) []dfsm.Member {
 	out := make([]dfsm.Member, len(ms))
@@ -55,43 +30,13 @@ func toMembers(ms []traceMember) []dfsm.Member {
 	return out
 }
 
-// readTrace returns the DCDB events of one node's trace.
-func readTrace(t *testing.T, node string) []traceEvent {
-	t.Helper()
-	path := filepath.Join(wireFixtures, node+".jsonl.gz")
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		t.Skipf("fixtures absent: %s", path)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []traceEvent
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var ev traceEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		if ev.Group != GroupName {
-			continue
-		}
-		if ev.bytes, err = hex.DecodeString(ev.Data); err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, ev)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return evs
+func quietLogger() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
 }
+
+func readTrace(t *testing.T, node string) []traceEvent { return wiretrace.Read(t, node, GroupName) }
 
 // TestTraceCodecs decodes every DCDB payload upstream sent or received and
 // re-encodes it byte for byte.
@@ -102,7 +47,7 @@ func TestTraceCodecs(t *testing.T) {
 			if ev.Ev != "send" && ev.Ev != "deliver" {
 				continue
 			}
-			m, err := dfsm.Decode(ev.bytes)
+			m, err := dfsm.Decode(ev.Bytes)
 			if err != nil {
 				t.Fatalf("%s seq %d: %v", node, ev.Seq, err)
 			}
@@ -187,7 +132,7 @@ func TestTraceReplay(t *testing.T) {
 	}{{"node1", 15531}, {"node3", 24176}} {
 		t.Run(tc.node, func(t *testing.T) {
 			evs := readTrace(t, tc.node)
-			dbFile := filepath.Join(wireFixtures, "config-"+tc.node+".db")
+			dbFile := filepath.Join(wiretrace.Dir(t), "config-"+tc.node+".db")
 			want := openCopy(t, dbFile)
 			db, err := memdb.Open(filepath.Join(t.TempDir(), "config.db"), memdb.Options{Log: quietEntry()})
 			if err != nil {
@@ -219,10 +164,10 @@ func TestTraceReplay(t *testing.T) {
 				case "confchg":
 					e.Confchg(toMembers(ev.Members), toMembers(ev.Left), toMembers(ev.Joined))
 				case "deliver":
-					e.Deliver(ev.NodeID, ev.PID, ev.bytes)
+					e.Deliver(ev.NodeID, ev.PID, ev.Bytes)
 				case "send":
-					upstreamSent = append(upstreamSent, ev.bytes)
-					m, _ := dfsm.Decode(ev.bytes)
+					upstreamSent = append(upstreamSent, ev.Bytes)
+					m, _ := dfsm.Decode(ev.Bytes)
 					if m.Type == dfsm.MsgNormal {
 						// A local FUSE operation: send it as upstream did.
 						if err := e.Send(m.Subtype, m.Payload); err != nil {

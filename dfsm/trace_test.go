@@ -1,14 +1,9 @@
 package dfsm
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"testing"
 )
 
@@ -16,31 +11,10 @@ import (
 // README) are the oracle here: what three upstream 9.1.6 daemons sent and
 // received over CPG.
 
-const wireFixtures = "../../shared/fixtures/upstream-9.1.6-wire"
-
-type traceMember struct {
-	NodeID uint32 `json:"nodeid"`
-	PID    uint32 `json:"pid"`
-	Reason int    `json:"reason"`
-}
-
-type traceEvent struct {
-	Seq     int           `json:"seq"`
-	RtNs    int64         `json:"rt_ns"`
-	Proc    uint32        `json:"proc"`
-	Ev      string        `json:"ev"`
-	Handle  string        `json:"handle"`
-	Group   string        `json:"group"`
-	NodeID  uint32        `json:"nodeid"`
-	PID     uint32        `json:"pid"`
-	Iov     []int         `json:"iov"`
-	Len     int           `json:"len"`
-	Data    string        `json:"data"`
-	Members []traceMember `json:"members"`
-	Left    []traceMember `json:"left"`
-	Joined  []traceMember `json:"joined"`
-	bytes   []byte
-}
+type (
+	traceEvent  = wiretrace.Event
+	traceMember = wiretrace.Member
+)
 
 func members(ms []traceMember) []Member {
 	out := make([]Member, len(ms))
@@ -50,41 +24,7 @@ func members(ms []traceMember) []Member {
 	return out
 }
 
-func readTrace(t *testing.T, node string) []traceEvent {
-	t.Helper()
-	path := filepath.Join(wireFixtures, node+".jsonl.gz")
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		t.Skipf("fixtures absent: %s", path)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []traceEvent
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var ev traceEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if ev.Data != "" {
-			if ev.bytes, err = hex.DecodeString(ev.Data); err != nil {
-				t.Fatalf("%s seq %d: %v", path, ev.Seq, err)
-			}
-		}
-		evs = append(evs, ev)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return evs
-}
+func readTrace(t *testing.T, node string) []traceEvent { return wiretrace.Read(t, node, "") }
 
 func groupVersion(group string) uint32 {
 	if group == "pve_dcdb_v1" {
@@ -112,11 +52,11 @@ func TestTraceDecode(t *testing.T) {
 				continue
 			}
 			total++
-			m, err := Decode(ev.bytes)
+			m, err := Decode(ev.Bytes)
 			if err != nil {
 				t.Fatalf("%s seq %d: %v", node, ev.Seq, err)
 			}
-			if re := m.Encode(); !bytes.Equal(re, ev.bytes) {
+			if re := m.Encode(); !bytes.Equal(re, ev.Bytes) {
 				t.Fatalf("%s seq %d: re-encoding differs", node, ev.Seq)
 			}
 			if m.ProtocolVersion != groupVersion(ev.Group) || m.Reserved != 0 || m.Type > MsgVerify {
@@ -260,7 +200,7 @@ func TestTraceReplayNode3(t *testing.T) {
 		app := &replayApp{kv: g == "pve_kvstore_v1"}
 		for _, ev := range evs {
 			if ev.Ev == "send" && ev.Group == g {
-				if m, _ := Decode(ev.bytes); m.Type == MsgState {
+				if m, _ := Decode(ev.Bytes); m.Type == MsgState {
 					app.states = append(app.states, m.Payload)
 				}
 			}
@@ -284,7 +224,7 @@ func TestTraceReplayNode3(t *testing.T) {
 		case "confchg":
 			engines[ev.Group].Confchg(members(ev.Members), members(ev.Left), members(ev.Joined))
 		case "deliver":
-			engines[ev.Group].Deliver(ev.NodeID, ev.PID, ev.bytes)
+			engines[ev.Group].Deliver(ev.NodeID, ev.PID, ev.Bytes)
 		case "send":
 			want = append(want, ev)
 		}
@@ -293,7 +233,7 @@ func TestTraceReplayNode3(t *testing.T) {
 		t.Errorf("engine sent %d messages, node3 sent %d", len(sent), len(want))
 	}
 	for i := 0; i < len(sent) && i < len(want); i++ {
-		got, exp := sent[i].data, want[i].bytes
+		got, exp := sent[i].data, want[i].Bytes
 		if sent[i].group != want[i].Group || len(got) != len(exp) {
 			t.Errorf("send %d (seq %d): got %d bytes to %s, want %d to %s", i, want[i].Seq, len(got), sent[i].group, len(exp), want[i].Group)
 			continue
@@ -380,7 +320,7 @@ func replayProcess(t *testing.T, node string, pid uint32) {
 		app := &replayApp{kv: g == "pve_kvstore_v1"}
 		for _, ev := range evs {
 			if ev.Ev == "send" && ev.Group == g {
-				if m, _ := Decode(ev.bytes); m.Type == MsgState {
+				if m, _ := Decode(ev.Bytes); m.Type == MsgState {
 					app.states = append(app.states, m.Payload)
 				}
 			}
@@ -403,10 +343,10 @@ func replayProcess(t *testing.T, node string, pid uint32) {
 		case "confchg":
 			e.Confchg(members(ev.Members), members(ev.Left), members(ev.Joined))
 		case "deliver":
-			e.Deliver(ev.NodeID, ev.PID, ev.bytes)
+			e.Deliver(ev.NodeID, ev.PID, ev.Bytes)
 		case "send":
-			wantSends[ev.Group] = append(wantSends[ev.Group], ev.bytes)
-			m, _ := Decode(ev.bytes)
+			wantSends[ev.Group] = append(wantSends[ev.Group], ev.Bytes)
+			m, _ := Decode(ev.Bytes)
 			var err error
 			switch m.Type {
 			case MsgNormal:

@@ -1,12 +1,9 @@
 package kvstore
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,26 +19,10 @@ import (
 
 // The CPG traces of three upstream 9.1.6 daemons (see their README) are the
 // oracle here.
-const wireFixtures = "../../shared/fixtures/upstream-9.1.6-wire"
-
-type traceMember struct {
-	NodeID uint32 `json:"nodeid"`
-	PID    uint32 `json:"pid"`
-}
-
-type traceEvent struct {
-	Seq     int           `json:"seq"`
-	Proc    uint32        `json:"proc"`
-	Ev      string        `json:"ev"`
-	Group   string        `json:"group"`
-	NodeID  uint32        `json:"nodeid"`
-	PID     uint32        `json:"pid"`
-	Data    string        `json:"data"`
-	Members []traceMember `json:"members"`
-	Left    []traceMember `json:"left"`
-	Joined  []traceMember `json:"joined"`
-	bytes   []byte
-}
+type (
+	traceEvent  = wiretrace.Event
+	traceMember = wiretrace.Member
+)
 
 func toMembers(ms []traceMember) []dfsm.Member {
 	out := make([]dfsm.Member, len(ms))
@@ -51,43 +32,7 @@ func toMembers(ms []traceMember) []dfsm.Member {
 	return out
 }
 
-// readTrace returns the KVSTORE events of one node's trace.
-func readTrace(t *testing.T, node string) []traceEvent {
-	t.Helper()
-	path := filepath.Join(wireFixtures, node+".jsonl.gz")
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		t.Skipf("fixtures absent: %s", path)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []traceEvent
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var ev traceEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		if ev.Group != GroupName {
-			continue
-		}
-		if ev.bytes, err = hex.DecodeString(ev.Data); err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, ev)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return evs
-}
+func readTrace(t *testing.T, node string) []traceEvent { return wiretrace.Read(t, node, GroupName) }
 
 // maskMessage zeroes the bytes upstream leaves undetermined (README "Bytes to
 // mask"): the header time, the key field after the key's NUL in UPDATEs, the
@@ -140,7 +85,7 @@ func TestTraceCodecs(t *testing.T) {
 			if ev.Ev != "send" && ev.Ev != "deliver" {
 				continue
 			}
-			m, err := dfsm.Decode(ev.bytes)
+			m, err := dfsm.Decode(ev.Bytes)
 			if err != nil {
 				t.Fatalf("%s seq %d: %v", node, ev.Seq, err)
 			}
@@ -168,7 +113,7 @@ func TestTraceCodecs(t *testing.T) {
 			}
 			counts[m.Subtype]++
 			m.Payload = re
-			got, want := maskMessage(t, m.Encode()), maskMessage(t, ev.bytes)
+			got, want := maskMessage(t, m.Encode()), maskMessage(t, ev.Bytes)
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s seq %d: re-encoding differs\n got %x\nwant %x", node, ev.Seq, got, want)
 			}
@@ -194,7 +139,7 @@ func (recordingTransport) Leave() error { return nil }
 // upstream sent, and the resulting cluster log and status what upstream had.
 func TestTraceReplayNode3(t *testing.T) {
 	evs := readTrace(t, "node3")
-	wantLog, err := os.ReadFile(filepath.Join(wireFixtures, "clusterlog.json"))
+	wantLog, err := os.ReadFile(filepath.Join(wiretrace.Dir(t), "clusterlog.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,9 +172,9 @@ func TestTraceReplayNode3(t *testing.T) {
 		case "confchg":
 			e.Confchg(toMembers(ev.Members), toMembers(ev.Left), toMembers(ev.Joined))
 		case "deliver":
-			e.Deliver(ev.NodeID, ev.PID, ev.bytes)
+			e.Deliver(ev.NodeID, ev.PID, ev.Bytes)
 		case "send":
-			want = append(want, ev.bytes)
+			want = append(want, ev.Bytes)
 			wantSeq = append(wantSeq, ev.Seq)
 		}
 		if e.Mode().IsError() {
