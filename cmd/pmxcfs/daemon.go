@@ -117,8 +117,7 @@ func (d *daemonState) start() error {
 	create := errors.Is(statErr, os.ErrNotExist)
 	d.db, err = memdb.Open(o.db, memdb.Options{Observer: d.status, Log: logging.For("database")})
 	if err != nil {
-		log.Errorf("memdb_open failed - unable to open database '%s': %v", o.db, err)
-		return fmt.Errorf("unable to start: %v", err)
+		return fmt.Errorf("memdb_open failed - unable to open database '%s': %v", o.db, err)
 	}
 	d.status.SetVMList(d.db)
 
