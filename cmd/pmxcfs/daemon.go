@@ -23,6 +23,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/kvstore"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/pmxcfs-go/pmxcfs/qb"
+	"github.com/pmxcfs-go/pmxcfs/rrdfiles"
 	"github.com/pmxcfs-go/pmxcfs/status"
 )
 
@@ -45,6 +46,7 @@ type daemonState struct {
 	kvstore      *cluster.Group
 	ipcServer    *ipc.Server
 	ipc          *qb.Service
+	rrd          *rrdfiles.Writer
 	stopCluster  context.CancelFunc
 	clusterDone  sync.WaitGroup
 }
@@ -110,8 +112,10 @@ func (d *daemonState) start() error {
 		return err
 	}
 
+	d.rrd = &rrdfiles.Writer{BaseDir: o.rrdDir, Log: logging.For("status")}
 	d.status = status.New(status.Options{
 		NodeName: d.nodeName, NodeIP: d.nodeIP, PID: uint32(os.Getpid()), Log: logging.For("status"),
+		RRDUpdate: d.rrd.Update,
 	})
 	_, statErr := os.Stat(o.db)
 	create := errors.Is(statErr, os.ErrNotExist)
@@ -250,6 +254,9 @@ func (d *daemonState) stop() {
 			syscall.Unmount(d.opts.mount, syscall.MNT_DETACH)
 		}
 		d.server = nil
+	}
+	if d.rrd != nil {
+		d.rrd.Flush() // metrics already accepted still reach their files
 	}
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {

@@ -84,7 +84,8 @@ func newNode(t *testing.T) *node {
 }
 
 func (n *node) args(extra ...string) []string {
-	return append([]string{"--mount", n.mount, "--db", n.db, "--run-dir", n.runDir, "--nodename", "node1", "--node-ip", "192.0.2.10"}, extra...)
+	return append([]string{"--mount", n.mount, "--db", n.db, "--run-dir", n.runDir, "--nodename", "node1",
+		"--node-ip", "192.0.2.10", "--rrd-dir", filepath.Join(n.dir, "rrd")}, extra...)
 }
 
 func (n *node) command(extra ...string) *exec.Cmd {
@@ -465,5 +466,38 @@ func TestIPCMatchesGeneratedFiles(t *testing.T) {
 	r, err := c.Send(6, []byte("nodes/node1/qemu-server/100.conf\x00"))
 	if err != nil || r.Error != 0 || string(r.Data) != "name: vm\n" {
 		t.Errorf("GET_CONFIG: %+v %v", r, err)
+	}
+}
+
+// RRD values set over IPC land in RRD files, as upstream writes them (§4.5).
+func TestIPCRRDUpdateWritesFile(t *testing.T) {
+	needRoot(t)
+	n := newNode(t)
+	os.Mkdir(filepath.Join(n.dir, "rrd"), 0755) // made by the rrdcached package, not by pmxcfs
+	pid := n.start(t, "-l")
+	c, err := qbclient.Connect("pve2")
+	if err != nil {
+		t.Fatalf("connect to pve2: %v", err)
+	}
+	defer c.Close()
+	ts := time.Now().Unix()
+	value := fmt.Sprintf("100:0:%d:1:2:3:4:5:6:7:8:9:10:11:12", ts)
+	key := make([]byte, 256)
+	copy(key, "rrd/pve2-node/node1")
+	r, err := c.Send(4, append(key, value+"\x00"...))
+	if err != nil || r.Error != 0 {
+		t.Fatalf("SET_STATUS: %+v %v", r, err)
+	}
+	stopPid(pid, n.mount) // a clean stop writes what was queued
+	file := filepath.Join(n.dir, "rrd", "pve-node-9.0", "node1")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("rrd file: %v", err)
+	}
+	if _, err := exec.LookPath("rrdtool"); err != nil {
+		return
+	}
+	out, err := exec.Command("rrdtool", "lastupdate", file).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d: 1 2 3 4 5 6 7 8 9 10 11 12 U U U U U U U", ts)) {
+		t.Errorf("rrdtool lastupdate: %v\n%s", err, out)
 	}
 }

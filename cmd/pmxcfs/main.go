@@ -67,7 +67,7 @@ func (o *options) makeAbsolute() error {
 		// Daemons started with their own run directory must not share one PID file.
 		o.pidFile = strings.TrimRight(o.runDir, "/") + ".pid"
 	}
-	for _, p := range []*string{&o.mount, &o.db, &o.runDir, &o.pidFile, &o.corosyncConf} {
+	for _, p := range []*string{&o.mount, &o.db, &o.runDir, &o.pidFile, &o.corosyncConf, &o.rrdDir} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ type options struct {
 	nodeName     string // short uname by default
 	nodeIP       string // resolved from the node name by default
 	corosyncConf string // /etc/corosync/corosync.conf
+	rrdDir       string // /var/lib/rrdcached/db
 }
 
 func defaultOptions() options {
@@ -26,6 +27,7 @@ func defaultOptions() options {
 		runDir:       "/run/pve-cluster",
 		pidFile:      "/run/pve-cluster.pid",
 		corosyncConf: "/etc/corosync/corosync.conf",
+		rrdDir:       "/var/lib/rrdcached/db",
 	}
 }
 
@@ -48,6 +50,7 @@ Path overrides (not in upstream; for tests and development):
   --nodename=NAME         Local node name (default: short host name)
   --node-ip=IP            Node IP (default: resolve the node name)
   --corosync-conf=FILE    Host corosync.conf (default /etc/corosync/corosync.conf)
+  --rrd-dir=DIR           RRD files (default /var/lib/rrdcached/db)
 `
 
 // errTooManyArgs is upstream's "too many arguments" (exit 255); other errors are option
@@ -61,6 +64,7 @@ func parseOptions(args []string) (options, error) {
 	values := map[string]*string{
 		"mount": &o.mount, "db": &o.db, "run-dir": &o.runDir, "pidfile": &o.pidFile,
 		"nodename": &o.nodeName, "node-ip": &o.nodeIP, "corosync-conf": &o.corosyncConf,
+		"rrd-dir": &o.rrdDir,
 	}
 	bools := map[string]*bool{
 		"debug": &o.debug, "foreground": &o.foreground, "local": &o.local, "help": &o.help,
