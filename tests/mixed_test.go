@@ -41,6 +41,8 @@ func mixedScenario(t *testing.T, bins []string) {
 	mustExec(t, b, 2, "mv /etc/pve/nodes/node1/qemu-server/100.conf /etc/pve/nodes/node2/qemu-server/100.conf")
 	sameTreeEverywhere(t, b)
 
+	checkStatusPlane(t, b)
+
 	// Every node restarts with an empty database while the others hold data (a node joining
 	// a cluster that holds data), then catches up.
 	for i := 1; i <= 3; i++ {

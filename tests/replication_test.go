@@ -83,6 +83,8 @@ func TestGoClusterReplication(t *testing.T) {
 		}
 	}
 
+	t.Run("status-and-cluster-log", func(t *testing.T) { checkStatusPlane(t, b) })
+
 	t.Run("vm-move-changes-owner", func(t *testing.T) {
 		mustExec(t, b, 1, "mkdir -p /etc/pve/nodes/node1/qemu-server /etc/pve/nodes/node2/qemu-server && echo 'memory: 512' > /etc/pve/nodes/node1/qemu-server/100.conf")
 		mustExec(t, b, 2, "mv /etc/pve/nodes/node1/qemu-server/100.conf /etc/pve/nodes/node2/qemu-server/")
