@@ -205,7 +205,8 @@ func (d *daemonState) serve() int {
 	signalReady()
 	notifySystemd("READY=1\nSTATUS=" + d.readyStatus())
 	done := make(chan struct{})
-	go func() { d.server.Wait(); close(done) }()
+	server := d.server // stop() clears d.server while this goroutine may still be waiting
+	go func() { server.Wait(); close(done) }()
 	if sig := waitForSignal(done); sig != nil {
 		log.Debugf("received signal %v", sig)
 	}
