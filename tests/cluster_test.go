@@ -226,6 +226,19 @@ func TestPmxcfsMountsOnEveryNode(t *testing.T) {
 		if !strings.Contains(members(1), `"quorate": 1`) {
 			t.Errorf("node 1 lost quorum with node 3 partitioned: %s", members(1))
 		}
+		// `pmxcfs --status` says why a node is read-only (our extension; upstream has none).
+		if strings.HasSuffix(bin, "/bin/pmxcfs") {
+			var out string
+			if !waitFor(5*time.Second, func() bool {
+				out, _ = b.Exec(3, bin, "--status")
+				return strings.Contains(out, "no quorum")
+			}) {
+				t.Errorf("node 3 --status: %q", out)
+			}
+			if out, _ := b.Exec(1, bin, "--status"); !strings.HasPrefix(out, "ready: cluster mode") {
+				t.Errorf("node 1 --status: %q", out)
+			}
+		}
 		if err := b.Heal(3); err != nil {
 			t.Fatal(err)
 		}

@@ -202,27 +202,24 @@ func (d *daemonState) importCorosyncConf() error {
 }
 
 func (d *daemonState) serve() int {
+	last := d.publishReadiness("") // before the caller returns, so --status can answer at once
 	signalReady()
-	notifySystemd("READY=1\nSTATUS=" + d.readyStatus())
-	done := make(chan struct{})
+	notifySystemd("READY=1")
+	done, reporting, reported := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { d.reportReadiness(last, reporting); close(reported) }()
 	server := d.server // stop() clears d.server while this goroutine may still be waiting
 	go func() { server.Wait(); close(done) }()
 	if sig := waitForSignal(done); sig != nil {
 		log.Debugf("received signal %v", sig)
 	}
+	close(reporting)
+	<-reported // it reads the database, which stop() closes
 	notifySystemd("STOPPING=1")
 	d.writeRestartFlag()
 	log.Info("teardown filesystem")
 	d.stop()
 	log.Info("exit proxmox configuration filesystem (0)")
 	return 0
-}
-
-func (d *daemonState) readyStatus() string {
-	if d.clusterMode {
-		return "mounted in cluster mode"
-	}
-	return "mounted in local mode"
 }
 
 // writeRestartFlag tells PVE's IPC clients that the daemon is restarting, so they retry for a

@@ -180,6 +180,9 @@ func TestDetachedStartAndCleanStop(t *testing.T) {
 	if pid == os.Getpid() || !alive(pid) {
 		t.Fatalf("daemon pid %d not running", pid)
 	}
+	if out, err := n.command("--status").Output(); err != nil || string(out) != "ready: local mode\n" {
+		t.Errorf("--status: %q %v", out, err)
+	}
 	members, err := os.ReadFile(filepath.Join(n.mount, ".members"))
 	if err != nil || string(members) != "{\n\"nodename\": \"node1\",\n\"version\": 0\n}\n" {
 		t.Fatalf(".members = %q, %v", members, err)
@@ -198,6 +201,9 @@ func TestDetachedStartAndCleanStop(t *testing.T) {
 	}
 	if _, err := os.Stat(n.runDir + ".pid"); !os.IsNotExist(err) {
 		t.Errorf("pid file left behind: %v", err)
+	}
+	if out, err := n.command("--status").Output(); err == nil || !strings.HasPrefix(string(out), "not running") {
+		t.Errorf("--status after stop: %q %v", out, err)
 	}
 	st, err := os.Stat(filepath.Join(n.runDir, "cfs-restart-flag"))
 	if err != nil || st.Mode().Perm() != 0440 {
@@ -389,6 +395,9 @@ func TestClusterModeWithoutCorosyncIsReadOnly(t *testing.T) {
 	lst, _ := os.Lstat(filepath.Join(n.mount, "local"))
 	if lst.Mode().Perm() != 0555 {
 		t.Errorf("local link mode without quorum = %o, want 555", lst.Mode().Perm())
+	}
+	if out, err := n.command("--status").Output(); err == nil || !strings.Contains(string(out), "corosync not reachable") {
+		t.Errorf("--status without corosync: %q %v", out, err)
 	}
 	if err := os.Mkdir(filepath.Join(n.mount, "nodes"), 0755); !errors.Is(err, syscall.EACCES) {
 		t.Errorf("mkdir without quorum: %v, want EACCES", err)

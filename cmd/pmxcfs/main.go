@@ -48,6 +48,9 @@ func run(args []string) int {
 		log.Errorf("option parsing failed: %s", err)
 		return 1
 	}
+	if opts.status {
+		return printStatus(opts)
+	}
 	if !opts.foreground && !isDaemonChild() {
 		return startDetachedChild()
 	}

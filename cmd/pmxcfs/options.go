@@ -8,7 +8,7 @@ import (
 // options are upstream's -d/-f/-l plus path overrides, so tests and `make run` can start
 // daemons without touching the system paths.
 type options struct {
-	debug, foreground, local, help bool
+	debug, foreground, local, help, status bool
 
 	mount        string // /etc/pve
 	db           string // /var/lib/pve-cluster/config.db
@@ -42,6 +42,10 @@ Application Options:
   -f, --foreground        Do not daemonize server
   -l, --local             Force local mode (ignore corosync.conf, force quorum)
 
+Not in upstream:
+  --status                Say in one line whether /etc/pve is writable and why not
+                          (exit 0 ready, 1 not ready, 3 not running)
+
 Path overrides (not in upstream; for tests and development):
   --mount=DIR             Mount point (default /etc/pve)
   --db=FILE               Database (default /var/lib/pve-cluster/config.db)
@@ -68,6 +72,7 @@ func parseOptions(args []string) (options, error) {
 	}
 	bools := map[string]*bool{
 		"debug": &o.debug, "foreground": &o.foreground, "local": &o.local, "help": &o.help,
+		"status": &o.status,
 	}
 	short := map[byte]*bool{'d': &o.debug, 'f': &o.foreground, 'l': &o.local, 'h': &o.help}
 	var rest []string

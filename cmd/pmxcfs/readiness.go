@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/internal/atomicfile"
+)
+
+// statusFile holds the one-line reason why /etc/pve is or is not writable, for
+// `pmxcfs --status` and for operators reading the run directory.
+func (o *options) statusFile() string { return filepath.Join(o.runDir, "status") }
+
+// readiness says in one line why /etc/pve is or is not writable.
+func (d *daemonState) readiness() string {
+	if !d.clusterMode {
+		return "ready: local mode"
+	}
+	if d.db.Failed() {
+		return "read-only: database write error - see the log, restart needed"
+	}
+	engine := d.dcdb.CurrentEngine()
+	switch {
+	case engine == nil:
+		return "read-only: corosync not reachable (is corosync running?)"
+	case !d.status.Quorate():
+		return "read-only: no quorum"
+	case engine.Mode() == dfsm.ModeSynced:
+		return "ready: cluster mode, quorate, synced"
+	case engine.Mode().IsError():
+		return fmt.Sprintf("not synced: cluster connection in %s", engine.Mode())
+	default:
+		return fmt.Sprintf("not synced yet: %s (writes wait until the sync completes)", engine.Mode())
+	}
+}
+
+// publishReadiness updates the status file and systemd's STATUS line when the reason changed.
+func (d *daemonState) publishReadiness(last string) string {
+	now := d.readiness()
+	if now == last {
+		return last
+	}
+	notifySystemd("STATUS=" + now)
+	if err := atomicfile.Write(d.opts.statusFile(), []byte(now+"\n"), 0640); err != nil {
+		log.WithError(err).Debug("unable to write the status file")
+	}
+	return now
+}
+
+// reportReadiness keeps the status current, once a second, until done.
+func (d *daemonState) reportReadiness(last string, done <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			last = d.publishReadiness(last)
+		}
+	}
+}
+
+// printStatus implements `pmxcfs --status`: one line, exit 0 only when /etc/pve is writable.
+func printStatus(o options) int {
+	pid, err := os.ReadFile(o.pidFile)
+	if err != nil {
+		fmt.Println("not running: no pid file", o.pidFile)
+		return 3
+	}
+	if _, err := os.Stat(filepath.Join("/proc", strings.TrimSpace(string(pid)))); err != nil {
+		fmt.Println("not running: stale pid file", o.pidFile)
+		return 3
+	}
+	line, err := os.ReadFile(o.statusFile())
+	if err != nil {
+		fmt.Println("running, status unknown:", err)
+		return 1
+	}
+	fmt.Print(string(line))
+	if strings.HasPrefix(string(line), "ready") {
+		return 0
+	}
+	return 1
+}
