@@ -28,6 +28,7 @@ deps:
 build: deps
 	$(GO) build -o $(BIN)/pmxcfs ./cmd/pmxcfs
 	$(GO) build -o $(BIN)/create_pmxcfs_db ./cmd/create_pmxcfs_db
+	$(GO) build -o $(BIN)/pmxcfs-db ./cmd/pmxcfs-db
 
 # Local mode on a database under ./run, seeded from examples/default-etc-pve on first start,
 # mounted at ./run/pve. Ctrl-C stops it and unmounts.

@@ -22,6 +22,10 @@ const createTableSQL = "CREATE TABLE IF NOT EXISTS tree (" +
 	"  name TEXT NOT NULL," +
 	"  data BLOB);"
 
+// TreeSchema is the upstream table layout, for tools that write a database directly
+// (pmxcfs-db restore); `sqlite3 .schema` shows it as upstream's.
+const TreeSchema = createTableSQL
+
 const (
 	loadAllSQL = "SELECT inode, parent, version, writer, mtime, type, name, data FROM tree;"
 	insertSQL  = "INSERT INTO tree (inode, parent, version, writer, mtime, type, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);"

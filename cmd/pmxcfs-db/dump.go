@@ -47,11 +47,11 @@ func dump(dbPath, dir string, out io.Writer) error {
 	if _, err := os.Stat(dbPath); err != nil {
 		return err
 	}
-	db, err := memdb.Open(dbPath, memdb.Options{})
+	db, cleanup, err := openCopy(dbPath)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer cleanup()
 	root := db.Root()
 	m := meta{Root: metaRoot{Version: root.Version, Writer: root.Writer, Mtime: root.Mtime}}
 	if err := dumpDir(db, "", dir, &m); err != nil {

@@ -103,36 +103,25 @@ func withLock(dbPath string, fn func() error) error {
 	return fn()
 }
 
-// check loads a private copy of the database, so that nothing Open does (WAL
-// setup, initialising an empty file) can change the original.
+// check loads the database the way the daemon would, from a private copy.
 func check(dbPath string, out io.Writer) error {
 	live := false
 	if _, err := os.Stat(dbPath); err != nil {
 		return err
 	}
-	if f, held, err := tryLock(dbPath); err == nil {
-		defer f.Close()
-	} else if held {
-		live = true
+	// Without a lock file no daemon can be running; do not create one.
+	if _, err := os.Stat(lockPath(dbPath)); err == nil {
+		if f, held, err := tryLock(dbPath); err == nil {
+			defer f.Close()
+		} else if held {
+			live = true
+		}
 	}
-	tmp, err := os.MkdirTemp("", "pmxcfs-db-check-")
+	db, cleanup, err := openCopy(dbPath)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	cp := filepath.Join(tmp, "config.db")
-	if err := copyFile(dbPath, cp); err != nil {
-		return err
-	}
-	// A WAL file holds committed changes not yet in the main file.
-	if err := copyFile(dbPath+"-wal", cp+"-wal"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	db, err := memdb.Open(cp, memdb.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+	defer cleanup()
 	if live {
 		fmt.Fprintln(out, "warning: pmxcfs is running; this is a snapshot of a live database")
 	}
@@ -148,6 +137,31 @@ func check(dbPath string, out io.Writer) error {
 	fmt.Fprintf(out, "vms: %d\n", len(db.VMList().VMs))
 	fmt.Fprintln(out, "ok")
 	return nil
+}
+
+// openCopy opens a private copy of the database, so that nothing memdb.Open does
+// (WAL setup, initialising an empty file) can change the original.
+func openCopy(dbPath string) (db *memdb.DB, cleanup func(), err error) {
+	tmp, err := os.MkdirTemp("", "pmxcfs-db-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cp := filepath.Join(tmp, "config.db")
+	err = copyFile(dbPath, cp)
+	// A WAL file holds committed changes not yet in the main file.
+	if err == nil {
+		if err = copyFile(dbPath+"-wal", cp+"-wal"); errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+	}
+	if err == nil {
+		db, err = memdb.Open(cp, memdb.Options{})
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	return db, func() { db.Close(); os.RemoveAll(tmp) }, nil
 }
 
 func copyFile(from, to string) error {

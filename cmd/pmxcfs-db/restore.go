@@ -19,17 +19,6 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
-// treeSchema is the upstream table layout (the fixture's schema.sql).
-const treeSchema = "CREATE TABLE IF NOT EXISTS tree (" +
-	"  inode INTEGER PRIMARY KEY NOT NULL," +
-	"  parent INTEGER NOT NULL CHECK(typeof(parent)=='integer')," +
-	"  version INTEGER NOT NULL CHECK(typeof(version)=='integer')," +
-	"  writer INTEGER NOT NULL CHECK(typeof(writer)=='integer')," +
-	"  mtime INTEGER NOT NULL CHECK(typeof(mtime)=='integer')," +
-	"  type INTEGER NOT NULL CHECK(typeof(type)=='integer')," +
-	"  name TEXT NOT NULL," +
-	"  data BLOB);"
-
 // restore builds a new database at dbPath from a dump directory. The database is
 // built beside the target and only renamed into place after memdb accepted it.
 func restore(dbPath, dir string, force bool, out io.Writer) error {
@@ -130,7 +119,7 @@ func restoreRows(dbFile, dir string, m *meta) error {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.Exec(treeSchema); err != nil {
+	if _, err := tx.Exec(memdb.TreeSchema); err != nil {
 		return err
 	}
 	const ins = "INSERT INTO tree (inode, parent, version, writer, mtime, type, name, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
