@@ -13,6 +13,8 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/qb/qbclient"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmxcfs-go/pmxcfs/internal/privns"
 )
 
 // libqb's rendezvous socket is abstract (scoped to the network namespace) and
@@ -36,29 +38,12 @@ func TestMain(m *testing.M) {
 		// Fuzz workers talk to their coordinator over inherited descriptors
 		// that a re-exec would drop; the fuzz target needs no libqb.
 		e2eSkip = "not in a private namespace while fuzzing"
-	case os.Getenv(envInner) == "1":
-		if err := setupNamespace(); err != nil {
-			e2eSkip = "cannot set up private namespace: " + err.Error()
-		} else {
-			e2eSkip = ""
+	default:
+		code, done, skip := privns.Enter(envInner, setupNamespace)
+		if done {
+			os.Exit(code)
 		}
-	case os.Geteuid() == 0:
-		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-		cmd.Args[0] = os.Args[0]
-		cmd.Env = append(os.Environ(), envInner+"=1")
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
-			Pdeathsig:  syscall.SIGKILL,
-		}
-		err := cmd.Run()
-		if ee, ok := err.(*exec.ExitError); ok {
-			os.Exit(ee.ExitCode())
-		}
-		if err == nil {
-			os.Exit(0)
-		}
-		e2eSkip = "cannot enter private namespaces: " + err.Error()
+		e2eSkip = skip
 	}
 	os.Exit(m.Run())
 }
@@ -73,9 +58,6 @@ func fuzzing() bool {
 }
 
 func setupNamespace() error {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
 	if err := unix.Mount("ipctest", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m"); err != nil {
 		return fmt.Errorf("mount tmpfs on /dev/shm: %w", err)
 	}

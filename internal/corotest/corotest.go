@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmxcfs-go/pmxcfs/internal/privns"
 )
 
 const envInner = "PMXCFS_COROTEST_INNER"
@@ -40,46 +42,21 @@ var skipReason = "corotest.Main was not called from TestMain"
 // binary inside new network and mount namespaces; otherwise it runs them
 // here and Start skips.
 func Main(m *testing.M) int {
-	if os.Getenv(envInner) == "1" {
-		if err := setupNamespace(); err != nil {
-			skipReason = "cannot set up private namespace: " + err.Error()
-		} else {
-			skipReason = ""
+	if os.Getenv(envInner) != "1" {
+		if _, err := exec.LookPath("corosync"); err != nil {
+			skipReason = "corosync is not installed"
+			return m.Run()
 		}
-		return m.Run()
 	}
-	if os.Geteuid() != 0 {
-		skipReason = "needs root"
-		return m.Run()
+	code, done, skip := privns.Enter(envInner, setupNamespace)
+	if done {
+		return code
 	}
-	if _, err := exec.LookPath("corosync"); err != nil {
-		skipReason = "corosync is not installed"
-		return m.Run()
-	}
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Args[0] = os.Args[0]
-	cmd.Env = append(os.Environ(), envInner+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		skipReason = "cannot enter private namespaces: " + err.Error()
-		return m.Run()
-	}
-	return 0
+	skipReason = skip
+	return m.Run()
 }
 
 func setupNamespace() error {
-	// Keep our mounts from propagating back to the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
 	for _, d := range privateDirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
