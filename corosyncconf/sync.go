@@ -1,5 +1,6 @@
-// Package corosyncconf keeps the host's /etc/corosync/corosync.conf in step with the
-// cluster-wide copy in /etc/pve/corosync.conf, which is how pvecm changes reach corosync.
+// Package corosyncconf reads, edits and writes corosync.conf: it keeps the host's
+// /etc/corosync/corosync.conf in step with the cluster-wide copy in /etc/pve/corosync.conf
+// (how pvecm changes reach corosync), and parses and renders the file the way pvecm does.
 package corosyncconf
 
 import (

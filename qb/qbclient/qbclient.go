@@ -1,5 +1,5 @@
-// Package qbclient is a minimal libqb IPC client for tests: it talks to a
-// service the way Perl's PVE::IPCC does (qb_ipcc_connect with a 1 MiB buffer,
+// Package qbclient is a minimal libqb IPC client, used by pvecm and the tests: it talks
+// to a service the way Perl's PVE::IPCC does (qb_ipcc_connect with a 1 MiB buffer,
 // one qb_ipcc_sendv_recv per request) and shares no code with the server.
 package qbclient
 

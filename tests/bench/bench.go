@@ -50,6 +50,12 @@ type Options struct {
 	ClusterName string
 	// TokenMS is totem.token; default 1000 so partitions are noticed fast.
 	TokenMS int
+	// Unclustered brings the nodes up as stand-alone hosts: network and private mounts but
+	// no corosync.conf, no authkey and no corosync, as before `pvecm create`.
+	Unclustered bool
+	// PrivateRoot gives each node its own empty /root (root's ssh keys and config), which
+	// then hides the host's /root from programs in the node.
+	PrivateRoot bool
 	// Log receives progress messages; default a logrus logger at info level.
 	Log logrus.FieldLogger
 }
@@ -71,6 +77,8 @@ type state struct {
 	Net         string // first three octets, e.g. "10.123.45"
 	ClusterName string
 	TokenMS     int
+	Unclustered bool
+	PrivateRoot bool
 	Nodes       []nodeState
 }
 
@@ -132,7 +140,7 @@ func New(opt Options) (*Bench, error) {
 			return nil, fmt.Errorf("bench dir %s: must not be under %s (nodes overlay it)", dir, bad)
 		}
 	}
-	st := state{ID: id, Dir: dir, Net: subnetFor(id), ClusterName: opt.ClusterName, TokenMS: opt.TokenMS}
+	st := state{ID: id, Dir: dir, Net: subnetFor(id), ClusterName: opt.ClusterName, TokenMS: opt.TokenMS, Unclustered: opt.Unclustered, PrivateRoot: opt.PrivateRoot}
 	if st.ClusterName == "" {
 		st.ClusterName = "benchcluster"
 	}

@@ -14,7 +14,9 @@ import (
 
 // nodeBinds are the per-node directories and files bind-mounted into each node:
 // name under NodeDir(i) -> path inside the node.
-var nodeBinds = []struct{ name, path string }{
+type nodeBind struct{ name, path string }
+
+var nodeBinds = []nodeBind{
 	{"etc-corosync", "/etc/corosync"},
 	{"hosts", "/etc/hosts"},
 	{"hostname", "/etc/hostname"},
@@ -22,6 +24,16 @@ var nodeBinds = []struct{ name, path string }{
 	{"var-lib-corosync", "/var/lib/corosync"},
 	{"var-log-corosync", "/var/log/corosync"},
 	{"var-lib-rrdcached", "/var/lib/rrdcached"},
+}
+
+// rootBind gives a node its own /root (Options.PrivateRoot).
+var rootBind = nodeBind{"root", "/root"}
+
+func (b *Bench) binds() []nodeBind {
+	if b.st.PrivateRoot {
+		return append(append([]nodeBind(nil), nodeBinds...), rootBind)
+	}
+	return nodeBinds
 }
 
 // nodeSetupScript runs once inside a fresh node (net+mount+UTS namespaces of its
@@ -101,12 +113,12 @@ func (b *Bench) Up(n int) error {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
 	}
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= n && !b.st.Unclustered; i++ {
 		if err := b.startCorosync(i); err != nil {
 			return err
 		}
 	}
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= n && !b.st.Unclustered; i++ {
 		if err := b.waitCorosyncIPC(i, 30*time.Second); err != nil {
 			return err
 		}
@@ -139,6 +151,11 @@ func (b *Bench) writeClusterFiles(n int) error {
 				return err
 			}
 		}
+		if b.st.PrivateRoot {
+			if err := os.MkdirAll(filepath.Join(d, rootBind.name), 0o700); err != nil {
+				return err
+			}
+		}
 		files := []struct {
 			name string
 			data []byte
@@ -148,6 +165,9 @@ func (b *Bench) writeClusterFiles(n int) error {
 			{"etc-corosync/authkey", key, 0o400},
 			{"hosts", []byte(b.hostsFile(n)), 0o644},
 			{"hostname", []byte(NodeName(i) + "\n"), 0o644},
+		}
+		if b.st.Unclustered {
+			files = files[2:]
 		}
 		for _, f := range files {
 			if err := os.WriteFile(filepath.Join(d, f.name), f.data, f.mode); err != nil {
@@ -222,7 +242,7 @@ func (b *Bench) createNode(i int) error {
 		}
 	}
 	args := []string{"-t", pid, "-n", "-m", "-u", "--", "/bin/sh", "-c", nodeSetupScript, "sh", d, NodeName(i)}
-	for _, bind := range nodeBinds {
+	for _, bind := range b.binds() {
 		args = append(args, bind.name, bind.path)
 	}
 	if err := run("nsenter", args...); err != nil {
@@ -235,8 +255,8 @@ func (b *Bench) createNode(i int) error {
 // paths (same device and inode as on the host side), so that a daemon never
 // runs on the host's files.
 func (b *Bench) checkMounts(i int) error {
-	paths := make([]string, len(nodeBinds))
-	for k, bind := range nodeBinds {
+	paths := make([]string, len(b.binds()))
+	for k, bind := range b.binds() {
 		paths[k] = bind.path
 	}
 	out, err := b.exec(i, 10*time.Second, append([]string{"stat", "-c", "%n %d:%i"}, paths...)...)
@@ -250,7 +270,7 @@ func (b *Bench) checkMounts(i int) error {
 		}
 	}
 	var bad []string
-	for _, bind := range nodeBinds {
+	for _, bind := range b.binds() {
 		var st syscall.Stat_t
 		if err := syscall.Stat(filepath.Join(b.NodeDir(i), bind.name), &st); err != nil {
 			return err
