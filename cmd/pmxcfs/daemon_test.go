@@ -202,9 +202,19 @@ func TestDetachedStartAndCleanStop(t *testing.T) {
 	if _, err := os.Stat(n.runDir + ".pid"); !os.IsNotExist(err) {
 		t.Errorf("pid file left behind: %v", err)
 	}
-	if out, err := n.command("--status").Output(); err == nil || !strings.HasPrefix(string(out), "not running") {
+	if out, err := n.command("--status").Output(); err == nil || !strings.HasPrefix(string(out), "not running") || strings.Contains(string(out), "lock") {
 		t.Errorf("--status after stop: %q %v", out, err)
 	}
+	// A lock holder other than the daemon (pmxcfs-db, a daemon with another pid file) is named.
+	lock, err := os.OpenFile(filepath.Join(filepath.Dir(n.db), ".pmxcfs.lockfile"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	if out, _ := n.command("--status").Output(); !strings.Contains(string(out), "database lock") || !strings.Contains(string(out), "is held") {
+		t.Errorf("--status while another process holds the lock: %q", out)
+	}
+	lock.Close()
 	st, err := os.Stat(filepath.Join(n.runDir, "cfs-restart-flag"))
 	if err != nil || st.Mode().Perm() != 0440 {
 		t.Errorf("restart flag: %v %v", st, err)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
@@ -65,15 +67,37 @@ func (d *daemonState) reportReadiness(last string, done <-chan struct{}) {
 	}
 }
 
+// lockHeld reports whether some process holds the daemon's database lock.
+func lockHeld(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
 // printStatus implements `pmxcfs --status`: one line, exit 0 only when /etc/pve is writable.
 func printStatus(o options) int {
 	pid, err := os.ReadFile(o.pidFile)
-	if err != nil {
-		fmt.Println("not running: no pid file", o.pidFile)
-		return 3
+	if err == nil {
+		if _, err = os.Stat(filepath.Join("/proc", strings.TrimSpace(string(pid)))); err != nil {
+			err = fmt.Errorf("stale pid file %s", o.pidFile)
+		}
+	} else {
+		err = fmt.Errorf("no pid file %s", o.pidFile)
 	}
-	if _, err := os.Stat(filepath.Join("/proc", strings.TrimSpace(string(pid)))); err != nil {
-		fmt.Println("not running: stale pid file", o.pidFile)
+	if err != nil {
+		// Whoever holds the database lock keeps a new daemon from starting.
+		if lockHeld(o.lockFile()) {
+			fmt.Printf("not running: %v, but the database lock %s is held (another pmxcfs, or pmxcfs-db)\n", err, o.lockFile())
+		} else {
+			fmt.Printf("not running: %v\n", err)
+		}
 		return 3
 	}
 	line, err := os.ReadFile(o.statusFile())
