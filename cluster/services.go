@@ -19,6 +19,9 @@ import (
 // loop retries when more than 5 s have passed, checked every second.
 const RetryInterval = 6 * time.Second
 
+// retryInterval is RetryInterval, shortened by tests.
+var retryInterval = RetryInterval
+
 // Service connects to corosync and serves until the connection fails or ctx ends.
 type Service interface {
 	Name() string
@@ -46,7 +49,7 @@ func Supervise(ctx context.Context, log *logrus.Entry, svc Service) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(RetryInterval):
+		case <-time.After(retryInterval):
 		}
 	}
 }
