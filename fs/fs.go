@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Backend is what the file system needs from the daemon: reads straight from memdb, and
@@ -108,7 +110,27 @@ func Mount(mountpoint string, cfg Config) (*Mounted, error) {
 		syscall.Unmount(mountpoint, syscall.MNT_DETACH)
 		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
 	}
+	if err := refusePoll(mountpoint); err != nil {
+		cfg.Log.Warnf("unable to switch off poll on %s: %v", mountpoint, err)
+	}
 	return &Mounted{server: server, mountpoint: mountpoint}, nil
+}
+
+// refusePoll makes the kernel learn at once that this file system does not support poll, as
+// go-fuse does for mounts it makes itself. Otherwise the first file this process opens on its
+// own mount is added to the Go runtime's epoll, which sends a POLL request to the file system
+// from a thread the scheduler still counts as running: if a garbage collection stops the world
+// at that moment, no goroutine can answer and the process hangs. The name is go-fuse's, whose
+// server answers POLL on it with ENOSYS. Upstream (libfuse 2, no poll operation) answers
+// ENOSYS too, so other processes see the same behaviour.
+func refusePoll(mountpoint string) error {
+	fd, err := syscall.Open(filepath.Join(mountpoint, ".go-fuse-epoll-hack"), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	_, err = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return err
 }
 
 // Unmount unmounts the file system (retrying while it is busy, then detaching it) and
