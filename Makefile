@@ -29,6 +29,7 @@ build: deps
 	$(GO) build -o $(BIN)/pmxcfs ./cmd/pmxcfs
 	$(GO) build -o $(BIN)/create_pmxcfs_db ./cmd/create_pmxcfs_db
 	$(GO) build -o $(BIN)/pmxcfs-db ./cmd/pmxcfs-db
+	$(GO) build -o $(BIN)/pvecm ./cmd/pvecm
 
 # Local mode on a database under ./run, seeded from examples/default-etc-pve on first start,
 # mounted at ./run/pve. Ctrl-C stops it and unmounts.
@@ -42,7 +43,7 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: build vet
+test: build vet deb-check
 	$(GO) test -count=1 -timeout 60m ./...
 
 bench: build
@@ -51,4 +52,29 @@ bench: build
 	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs -cluster
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build
+
+# Debian packages: `make deb` writes pmxcfs-go and pvecm-go (.deb, .changes, .buildinfo) to
+# build/deb/; `make deb-check` builds them and checks their contents, lintian, the unit and
+# their installation into a throw-away Debian 12 root (debian/tests/check-deb).
+DEB_OUT := $(CURDIR)/build/deb
+DEB_TOOLS := build-essential debhelper dpkg-dev fakeroot lintian debootstrap systemd
+
+.PHONY: deb deb-deps deb-check
+
+deb-deps:
+	@missing=$$(for p in $(DEB_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# debhelper gives the build its own HOME, so the Go caches are named explicitly; with them the
+# package build reuses the modules downloaded here.
+deb: deps deb-deps
+	$(GO) mod download
+	GO="$$(command -v $(GO))" GOCACHE="$$($(GO) env GOCACHE)" GOMODCACHE="$$($(GO) env GOMODCACHE)" \
+		GOPATH="$$($(GO) env GOPATH)" GOFLAGS="$$($(GO) env GOFLAGS)" debian/build-deb $(DEB_OUT)
+
+deb-check: deb
+	debian/tests/check-deb $(DEB_OUT)
