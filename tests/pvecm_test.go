@@ -72,7 +72,7 @@ func TestPvecmBuildsACluster(t *testing.T) {
 	}
 	// The operator's one manual step: node 1 accepts the joining nodes' root keys (what
 	// ssh-copy-id with node 1's root password does when pvecm add runs interactively).
-	if err := os.WriteFile(filepath.Join(b.NodeDir(1), "root", ".ssh", "authorized_keys"), []byte(pubKeys[2]+pubKeys[3]), 0o600); err != nil {
+	if _, err := b.Exec(1, "sh", "-c", `umask 077; printf '%s' "$1" > /root/.ssh/authorized_keys`, "sh", pubKeys[2]+pubKeys[3]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -274,44 +274,36 @@ func TestPvecmBuildsACluster(t *testing.T) {
 	}
 }
 
-// startSSHD gives root in node i (whose /root is private) an RSA key and runs an sshd in the
-// node that lets root in with keys and finds binDir first on PATH; it returns root's public
-// key.
+// startSSHD gives root in node i (whose /root is its own copy-on-write layer) an RSA key
+// and runs an sshd in the node that lets root in with keys and finds binDir first on PATH; it
+// returns root's public key.
 func startSSHD(t *testing.T, b *bench.Bench, i int, binDir string) string {
 	t.Helper()
-	root := filepath.Join(b.NodeDir(i), "root")
-	if err := os.MkdirAll(filepath.Join(root, ".ssh"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(root, 0o700)
-	for _, args := range [][]string{
-		{"-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", fmt.Sprintf("root@node%d", i), "-f", filepath.Join(root, ".ssh", "id_rsa")},
-		{"-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(root, "ssh_host_ed25519_key")},
-	} {
-		if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v %s", err, out)
-		}
-	}
-	files := map[string]string{
-		".ssh/config": "StrictHostKeyChecking accept-new\n",
-		"sshd_config": "HostKey /root/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n" +
-			"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n" +
-			"SetEnv PATH=" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(root, name), []byte(data), 0o600); err != nil {
+	put := func(path, data string) {
+		t.Helper()
+		if _, err := b.Exec(i, "sh", "-c", `umask 077; printf '%s' "$1" > "$2"`, "sh", data, path); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.Exec(i, "mkdir", "-p", "/run/sshd"); err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{
+		{"mkdir", "-p", "-m", "0700", "/root/.ssh", "/run/sshd"},
+		{"ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", fmt.Sprintf("root@node%d", i), "-f", "/root/.ssh/id_rsa"},
+		{"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/ssh_host_ed25519_key"},
+	} {
+		if _, err := b.Exec(i, args...); err != nil {
+			t.Fatal(err)
+		}
 	}
+	put("/root/.ssh/config", "StrictHostKeyChecking accept-new\n")
+	put("/root/.ssh/sshd_config", "HostKey /root/.ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n"+
+		"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n"+
+		"SetEnv PATH="+binDir+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
 	logf, err := os.Create(filepath.Join(b.NodeDir(i), "sshd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd, err := b.Command(i, "/usr/sbin/sshd", "-D", "-e", "-f", "/root/sshd_config")
+	cmd, err := b.Command(i, "/usr/sbin/sshd", "-D", "-e", "-f", "/root/.ssh/sshd_config")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,11 +322,11 @@ func startSSHD(t *testing.T, b *bench.Bench, i int, binDir string) string {
 	}) {
 		t.Fatalf("node%d: sshd does not listen", i)
 	}
-	pub, err := os.ReadFile(filepath.Join(root, ".ssh", "id_rsa.pub"))
+	pub, err := b.Exec(i, "cat", "/root/.ssh/id_rsa.pub")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pub)
+	return pub
 }
 
 func lastBytes(data []byte, n int) []byte {

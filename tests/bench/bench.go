@@ -9,6 +9,7 @@
 //	        holder process (unshare ... sleep infinity) pins the namespaces;
 //	        everything else enters them with nsenter -t <holder pid> -n -m -u
 //	        /etc, /var   overlayfs, upper = DIR/node<i>/ovl/*  (writes never reach the host)
+//	        /root        the same, with Options.PrivateRoot
 //	        /run, /dev/shm, /tmp  fresh tmpfs
 //	        /etc/corosync, /etc/hosts, /etc/hostname, /var/lib/pve-cluster,
 //	        /var/lib/corosync, /var/log/corosync, /var/lib/rrdcached
@@ -53,8 +54,8 @@ type Options struct {
 	// Unclustered brings the nodes up as stand-alone hosts: network and private mounts but
 	// no corosync.conf, no authkey and no corosync, as before `pvecm create`.
 	Unclustered bool
-	// PrivateRoot gives each node its own empty /root (root's ssh keys and config), which
-	// then hides the host's /root from programs in the node.
+	// PrivateRoot gives each node its own copy-on-write /root (for root's ssh keys and
+	// config): the host's files show through, the node's writes stay in the node.
 	PrivateRoot bool
 	// Log receives progress messages; default a logrus logger at info level.
 	Log logrus.FieldLogger
@@ -135,7 +136,11 @@ func New(opt Options) (*Bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, bad := range []string{"/etc", "/var", "/run", "/dev/shm"} {
+	overlaid := []string{"/etc", "/var", "/run", "/dev/shm"}
+	if opt.PrivateRoot {
+		overlaid = append(overlaid, "/root")
+	}
+	for _, bad := range overlaid {
 		if dir == bad || strings.HasPrefix(dir, bad+"/") {
 			return nil, fmt.Errorf("bench dir %s: must not be under %s (nodes overlay it)", dir, bad)
 		}

@@ -26,14 +26,13 @@ var nodeBinds = []nodeBind{
 	{"var-lib-rrdcached", "/var/lib/rrdcached"},
 }
 
-// rootBind gives a node its own /root (Options.PrivateRoot).
-var rootBind = nodeBind{"root", "/root"}
-
-func (b *Bench) binds() []nodeBind {
+// overlays are the host directories a node sees through its own copy-on-write layer: reads
+// show the host's files, writes stay in the node.
+func (b *Bench) overlays() string {
 	if b.st.PrivateRoot {
-		return append(append([]nodeBind(nil), nodeBinds...), rootBind)
+		return "etc var root"
 	}
-	return nodeBinds
+	return "etc var"
 }
 
 // nodeSetupScript runs once inside a fresh node (net+mount+UTS namespaces of its
@@ -43,9 +42,9 @@ func (b *Bench) binds() []nodeBind {
 // the mount in every namespace); the bind sources live in the bench dir, which
 // /tmp's tmpfs hides only after the binds are made.
 const nodeSetupScript = `set -eu
-d=$1; name=$2; shift 2
+d=$1; name=$2; overlays=$3; shift 3
 hostname "$name"
-for p in etc var; do
+for p in $overlays; do
 	mkdir -p "$d/ovl/$p/upper" "$d/ovl/$p/work"
 	mount -t overlay "bench-$p" -o "lowerdir=/$p,upperdir=$d/ovl/$p/upper,workdir=$d/ovl/$p/work" "/$p"
 done
@@ -151,11 +150,6 @@ func (b *Bench) writeClusterFiles(n int) error {
 				return err
 			}
 		}
-		if b.st.PrivateRoot {
-			if err := os.MkdirAll(filepath.Join(d, rootBind.name), 0o700); err != nil {
-				return err
-			}
-		}
 		files := []struct {
 			name string
 			data []byte
@@ -241,8 +235,8 @@ func (b *Bench) createNode(i int) error {
 			return err
 		}
 	}
-	args := []string{"-t", pid, "-n", "-m", "-u", "--", "/bin/sh", "-c", nodeSetupScript, "sh", d, NodeName(i)}
-	for _, bind := range b.binds() {
+	args := []string{"-t", pid, "-n", "-m", "-u", "--", "/bin/sh", "-c", nodeSetupScript, "sh", d, NodeName(i), b.overlays()}
+	for _, bind := range nodeBinds {
 		args = append(args, bind.name, bind.path)
 	}
 	if err := run("nsenter", args...); err != nil {
@@ -255,8 +249,8 @@ func (b *Bench) createNode(i int) error {
 // paths (same device and inode as on the host side), so that a daemon never
 // runs on the host's files.
 func (b *Bench) checkMounts(i int) error {
-	paths := make([]string, len(b.binds()))
-	for k, bind := range b.binds() {
+	paths := make([]string, len(nodeBinds))
+	for k, bind := range nodeBinds {
 		paths[k] = bind.path
 	}
 	out, err := b.exec(i, 10*time.Second, append([]string{"stat", "-c", "%n %d:%i"}, paths...)...)
@@ -270,7 +264,7 @@ func (b *Bench) checkMounts(i int) error {
 		}
 	}
 	var bad []string
-	for _, bind := range b.binds() {
+	for _, bind := range nodeBinds {
 		var st syscall.Stat_t
 		if err := syscall.Stat(filepath.Join(b.NodeDir(i), bind.name), &st); err != nil {
 			return err
