@@ -21,10 +21,19 @@ const (
 // startBench brings up n nodes running corosync and registers their removal.
 func startBench(t *testing.T, n int) *bench.Bench {
 	t.Helper()
+	return startBenchWith(t, n, bench.Options{}, nil, nil)
+}
+
+// startBenchWith brings up n nodes with opts and registers their removal; on failure it logs
+// each node's logs and the named per-node files (relative to its NodeDir), and beforeDown runs
+// just before the bench is taken down.
+func startBenchWith(t *testing.T, n int, opts bench.Options, nodeFiles []string, beforeDown func(b *bench.Bench)) *bench.Bench {
+	t.Helper()
 	if err := bench.Available(); err != nil {
 		t.Skip(err)
 	}
-	b, err := bench.New(bench.Options{Dir: t.TempDir()})
+	opts.Dir = t.TempDir()
+	b, err := bench.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +42,14 @@ func startBench(t *testing.T, n int) *bench.Bench {
 		if t.Failed() {
 			for i := 1; i <= b.N(); i++ {
 				t.Log(b.Logs(i))
+				for _, f := range nodeFiles {
+					data, _ := os.ReadFile(filepath.Join(b.NodeDir(i), f))
+					t.Logf("node%d %s:\n%s", i, f, lastBytes(data, 3000))
+				}
 			}
+		}
+		if beforeDown != nil {
+			beforeDown(b)
 		}
 		if err := b.Down(); err != nil {
 			t.Errorf("bench down: %v", err)

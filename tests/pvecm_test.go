@@ -33,36 +33,15 @@ func TestPvecmBuildsACluster(t *testing.T) {
 			t.Skipf("pvecm test needs %s", tool)
 		}
 	}
-	if err := bench.Available(); err != nil {
-		t.Skip(err)
-	}
 	systemctl := filepath.Join(filepath.Dir(file), "testdata", "bench-systemctl")
 
-	b, err := bench.New(bench.Options{Dir: t.TempDir(), Unclustered: true, PrivateRoot: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
+	// The daemons pvecm starts are not the bench's; they are stopped cleanly before Down.
+	b := startBenchWith(t, 3, bench.Options{Unclustered: true, PrivateRoot: true},
+		[]string{"var-log-corosync/pmxcfs.log", "sshd.log"}, func(b *bench.Bench) {
 			for i := 1; i <= b.N(); i++ {
-				t.Log(b.Logs(i))
-				for _, f := range []string{"var-log-corosync/pmxcfs.log", "sshd.log"} {
-					data, _ := os.ReadFile(filepath.Join(b.NodeDir(i), f))
-					t.Logf("node%d %s:\n%s", i, f, lastBytes(data, 3000))
-				}
+				b.Exec(i, systemctl, "stop", "pve-cluster", "corosync")
 			}
-		}
-		// The daemons pvecm started are not the bench's; stop them cleanly first.
-		for i := 1; i <= b.N(); i++ {
-			b.Exec(i, systemctl, "stop", "pve-cluster", "corosync")
-		}
-		if err := b.Down(); err != nil {
-			t.Errorf("bench down: %v", err)
-		}
-	})
-	if err := b.Up(3); err != nil {
-		t.Fatalf("bench up: %v", err)
-	}
+		})
 	pubKeys := make([]string, 4)
 	for i := 1; i <= 3; i++ {
 		pubKeys[i] = startSSHD(t, b, i, filepath.Dir(pvecm))
@@ -150,7 +129,7 @@ func TestPvecmBuildsACluster(t *testing.T) {
 	if _, err := b.Exec(3, "sh", "-c", "mkdir -p /etc/pve/nodes/node3/qemu-server && echo 'name: vm100' > /etc/pve/nodes/node3/qemu-server/100.conf"); err != nil {
 		t.Fatal(err)
 	}
-	out, err = run(3, "add", b.IP(1), "--use_ssh")
+	out, err := run(3, "add", b.IP(1), "--use_ssh")
 	if err == nil || !strings.Contains(out, "* this host already contains virtual guests\n") || !strings.Contains(out, "Check if node may join a cluster failed!") {
 		t.Errorf("joining a node with a guest: %v\n%s", err, out)
 	}

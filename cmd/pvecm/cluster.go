@@ -216,14 +216,7 @@ func cmdAddNode(h *host, pos []string, opts options) error {
 	if min := joinAPIVersion - joinAPIAge; req.apiVer < min {
 		return fmt.Errorf("error: unsupported old API version on joining node (%d), cluster node has %d and supports >= %d. Please upgrade node before joining", req.apiVer, joinAPIVersion, min)
 	}
-	if err := h.checkQuorum(); err != nil {
-		return err
-	}
-	return h.withConfigLock(func() error {
-		cfg, err := h.readConf()
-		if err != nil {
-			return err
-		}
+	return h.changeConf(func(cfg *corosyncconf.Config) error {
 		msgs, err := addNode(cfg, req)
 		for _, m := range msgs {
 			h.printf("%s\n", m)
@@ -238,6 +231,24 @@ func cmdAddNode(h *host, pos []string, opts options) error {
 			h.warnf("%v\n", err)
 		}
 		clusterLog("adding node " + req.name + " to cluster")
+		return nil
+	})
+}
+
+// changeConf edits the cluster's corosync.conf, with quorum and under the configuration
+// lock, and installs the result.
+func (h *host) changeConf(edit func(cfg *corosyncconf.Config) error) error {
+	if err := h.checkQuorum(); err != nil {
+		return err
+	}
+	return h.withConfigLock(func() error {
+		cfg, err := h.readConf()
+		if err != nil {
+			return err
+		}
+		if err := edit(cfg); err != nil {
+			return err
+		}
 		return h.atomicWriteConf(cfg)
 	})
 }
@@ -368,14 +379,7 @@ func cmdDelNode(h *host, pos []string, _ options) error {
 	if target == self {
 		return errors.New("Cannot delete myself from cluster!")
 	}
-	if err := h.checkQuorum(); err != nil {
-		return err
-	}
-	return h.withConfigLock(func() error {
-		cfg, err := h.readConf()
-		if err != nil {
-			return err
-		}
+	return h.changeConf(func(cfg *corosyncconf.Config) error {
 		name, nodeID, err := delNode(cfg, target)
 		if err != nil {
 			return err
@@ -385,7 +389,7 @@ func cmdDelNode(h *host, pos []string, _ options) error {
 			// Fails harmlessly when the node is already down.
 			runQuiet("corosync-cfgtool", "-k", strconv.Itoa(nodeID))
 		}
-		return h.atomicWriteConf(cfg)
+		return nil
 	})
 }
 
