@@ -13,17 +13,28 @@ DEB_PACKAGES := gcc pkg-config sqlite3 libsqlite3-dev fuse3 corosync libcorosync
 	libcpg-dev libvotequorum-dev libquorum-dev libcmap-dev libqb-dev librrd-dev rrdtool rrdcached \
 	iproute2 util-linux
 
-.PHONY: all deps build run test bench vet clean
+.PHONY: all deps test-deps build run test bench vet clean
 
 all: build
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+# apt_install installs those of the given Debian packages that are missing.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_PACKAGES))
 	@getent group www-data >/dev/null || groupadd --system --gid 33 www-data
+
+# The pvecm cluster test runs an sshd in every bench node.
+TEST_PACKAGES := openssh-server openssh-client
+
+test-deps:
+	$(call apt_install,$(TEST_PACKAGES))
 
 build: deps
 	$(GO) build -o $(BIN)/pmxcfs ./cmd/pmxcfs
@@ -43,7 +54,7 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: build vet deb-check
+test: build vet test-deps deb-check
 	$(GO) test -count=1 -timeout 60m ./...
 
 bench: build
@@ -63,11 +74,7 @@ DEB_TOOLS := build-essential debhelper dpkg-dev fakeroot lintian debootstrap sys
 .PHONY: deb deb-deps deb-check
 
 deb-deps:
-	@missing=$$(for p in $(DEB_TOOLS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(DEB_TOOLS))
 
 # debhelper gives the build its own HOME, so the Go caches are named explicitly; with them the
 # package build reuses the modules downloaded here.
