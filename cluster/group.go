@@ -104,7 +104,12 @@ func (g *Group) Run(ctx context.Context) error {
 			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 && pfd[0].Revents&unix.POLLIN == 0 {
 				return errors.New("connection to corosync lost")
 			}
-			if err := h.Dispatch(ctx); err != nil {
+			// Everything corosync has ready is one batch: the application commits it
+			// once and only then are local writers told their results.
+			engine.BeginBatch()
+			err := h.Dispatch(ctx)
+			engine.EndBatch()
+			if err != nil {
 				return err
 			}
 		}

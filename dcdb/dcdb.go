@@ -58,6 +58,7 @@ type syncData struct {
 var (
 	_ dfsm.Application = (*App)(nil)
 	_ dfsm.Checksummer = (*App)(nil)
+	_ dfsm.Flusher     = (*App)(nil)
 )
 
 // New returns the application for cfg.DB.
@@ -137,9 +138,10 @@ func (a *App) apply(from dfsm.Member, subtype uint16, msgTime uint32, payload []
 	}
 	writer := from.NodeID
 	local := a.engine != nil && a.engine.IsLocal(from)
+	db := a.db.Deferred() // made durable by Flush, before any writer hears of it
 	switch subtype {
 	case MsgWrite:
-		n, err := a.db.Write(m.Path, uint64(m.Offset), m.Data, m.Flags&1 != 0, writer, msgTime)
+		n, err := db.Write(m.Path, uint64(m.Offset), m.Data, m.Flags&1 != 0, writer, msgTime)
 		if err != nil {
 			return errnoResult(err), nil
 		}
@@ -148,23 +150,23 @@ func (a *App) apply(from dfsm.Member, subtype uint16, msgTime uint32, payload []
 		}
 		return n, nil
 	case MsgCreate:
-		err := a.db.Create(m.Path, writer, msgTime)
+		err := db.Create(m.Path, writer, msgTime)
 		if err == nil && m.Path == corosyncConf {
 			a.corosyncChanged(local)
 		}
 		return result(err), nil
 	case MsgMkdir:
-		return result(a.db.Mkdir(m.Path, writer, msgTime)), nil
+		return result(db.Mkdir(m.Path, writer, msgTime)), nil
 	case MsgDelete:
-		return result(a.db.Delete(m.Path, writer, msgTime)), nil
+		return result(db.Delete(m.Path, writer, msgTime)), nil
 	case MsgRename:
-		err := a.db.Rename(m.Path, m.To, writer, msgTime)
+		err := db.Rename(m.Path, m.To, writer, msgTime)
 		if err == nil && m.To == corosyncConf {
 			a.corosyncChanged(local)
 		}
 		return result(err), nil
 	default: // MsgMtime: the new mtime travels in the offset field
-		return result(a.db.Mtime(m.Path, writer, m.Offset)), nil
+		return result(db.Mtime(m.Path, writer, m.Offset)), nil
 	}
 }
 
@@ -179,7 +181,7 @@ func (a *App) unlock(from dfsm.Member, subtype uint16, msgTime uint32, m UnlockM
 		return 0
 	}
 	if subtype == MsgUnlock {
-		return result(a.db.Delete(m.Path, from.NodeID, msgTime))
+		return result(a.db.Deferred().Delete(m.Path, from.NodeID, msgTime))
 	}
 	if a.engine != nil && a.engine.IsLowestNode() && a.db.LockExpired(m.Path, m.Csum) {
 		a.log.Infof("lock %s expired - sending unlock", m.Path)
@@ -189,6 +191,10 @@ func (a *App) unlock(from dfsm.Member, subtype uint16, msgTime uint32, m UnlockM
 	}
 	return 0
 }
+
+// Flush commits the changes of the messages delivered since the last Flush in one
+// SQLite transaction (the engine calls it once per dispatch).
+func (a *App) Flush() error { return a.db.Commit() }
 
 // Confchg needs no action: the engine tracks the membership.
 func (a *App) Confchg([]dfsm.Member) {}

@@ -84,6 +84,16 @@ type Checksummer interface {
 	Checksum() ([ChecksumLen]byte, error)
 }
 
+// Flusher is implemented by applications that make the effect of delivered messages
+// durable in batches (DCDB: one SQLite commit for all the messages of one dispatch).
+// The engine calls Flush after every input (Deliver, Confchg) or, between BeginBatch
+// and EndBatch, once at EndBatch; only then are the results handed to this process's
+// waiting writers. An error fails every result since the previous Flush and puts the
+// engine into ERROR mode.
+type Flusher interface {
+	Flush() error
+}
+
 // Transport is the process group. Mcast multicasts one message in agreed
 // order to the current members, this process included; it must be safe for
 // concurrent use. It returns ErrTryAgain while the group is congested (the

@@ -89,6 +89,11 @@ type Config struct {
 	OnModeChange func(from, to Mode)
 }
 
+type localResult struct {
+	count  uint64
+	result int
+}
+
 type queuedMessage struct {
 	from  Member
 	count uint64
@@ -115,6 +120,12 @@ type DFSM struct {
 	lowestNodeID uint32
 	msgQueue     []queuedMessage // sorted by count, stable
 	syncQueue    []queuedMessage // FIFO
+
+	// Batching (Flusher applications): local results wait in unflushed until the
+	// application has made their messages durable.
+	batching  bool
+	unflushed []localResult
+	dirty     bool // Deliver was called since the last Flush
 
 	csum        [ChecksumLen]byte
 	csumEpoch   Epoch
@@ -230,6 +241,7 @@ func (d *DFSM) Start() error {
 		return fmt.Errorf("dfsm %s: not restartable after %s", d.cfg.Name, d.Mode())
 	}
 	d.msgQueue = nil
+	d.flush()
 	d.abortWaiters()
 	d.joined = false
 	d.weAreMember = false
@@ -243,6 +255,7 @@ func (d *DFSM) Start() error {
 
 // Stop aborts the waiters and leaves the group (upstream dfsm_finalize).
 func (d *DFSM) Stop() error {
+	d.flush()
 	d.abortWaiters()
 	if !d.joined {
 		return nil
@@ -401,7 +414,7 @@ func (d *DFSM) wakeLocked() {
 // a non-empty joined list triggers the resend of our queued messages.
 func (d *DFSM) Confchg(members, left, joined []Member) {
 	d.confchg(members, left, joined)
-	d.afterDispatch()
+	d.endInput()
 }
 
 func (d *DFSM) confchg(members, left, joined []Member) {
@@ -617,7 +630,48 @@ func (d *DFSM) QueueLen() (msgQueue, syncQueue int) { return len(d.msgQueue), le
 // our own.
 func (d *DFSM) Deliver(nodeid, pid uint32, msg []byte) {
 	d.deliver(Member{nodeid, pid}, msg)
+	d.endInput()
+}
+
+// BeginBatch defers the Flush of the following inputs to EndBatch: the transport loop
+// brackets each dispatch of everything corosync has ready, so a burst of messages
+// (concurrent writers, a queue delivered after a sync) costs the application one Flush.
+func (d *DFSM) BeginBatch() { d.batching = true }
+
+// EndBatch flushes the batch's inputs and hands out their local results.
+func (d *DFSM) EndBatch() {
+	d.batching = false
+	d.endInput()
+}
+
+func (d *DFSM) endInput() {
+	if !d.batching {
+		d.flush()
+	}
 	d.afterDispatch()
+}
+
+// flush makes the delivered messages durable through the application, then releases
+// their local results (all as EIO if that failed).
+func (d *DFSM) flush() {
+	f, ok := d.app.(Flusher)
+	if !ok || !d.dirty {
+		return
+	}
+	d.dirty = false
+	err := f.Flush()
+	if err != nil {
+		d.log.WithError(err).Error("flushing delivered messages failed")
+		d.setMode(ModeError)
+	}
+	results := d.unflushed
+	d.unflushed = nil
+	for _, r := range results {
+		if err != nil {
+			r.result = -int(syscall.EIO)
+		}
+		d.recordLocalResult(r.count, r.result)
+	}
 }
 
 func (d *DFSM) leave() {
@@ -667,8 +721,13 @@ func (d *DFSM) deliver(from Member, msg []byte) {
 		}
 		result, err := d.app.Deliver(from, m.Subtype, m.Time, m.Payload)
 		if from == d.cfg.Self {
-			d.recordLocalResult(m.Count, result)
+			if _, ok := d.app.(Flusher); ok {
+				d.unflushed = append(d.unflushed, localResult{m.Count, result})
+			} else {
+				d.recordLocalResult(m.Count, result)
+			}
 		}
+		d.dirty = true
 		if err != nil {
 			d.log.WithError(err).Error("deliver failed")
 			d.leave()

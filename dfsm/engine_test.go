@@ -167,3 +167,76 @@ func TestSendRetriesTryAgain(t *testing.T) {
 		t.Fatalf("%d calls, clock advanced %d s", tr.calls, clock.T-1000)
 	}
 }
+
+// flushApp is a kvApp that makes its changes durable in batches, as DCDB does.
+type flushApp struct {
+	*kvApp
+	flushes int
+	fail    error
+}
+
+func (a *flushApp) Flush() error { a.flushes++; return a.fail }
+
+func newFlushNode(t *testing.T) (*Simulator, *SimProc, *flushApp) {
+	t.Helper()
+	sim := NewSimulator(1000)
+	app := &flushApp{kvApp: newKVApp(nil)}
+	p, err := sim.Spawn(1, Config{Name: "flush", ProtocolVersion: 1, App: app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.Run(1000)
+	return sim, p, app
+}
+
+// Within a batch, writers hear of their results only after the one Flush at its end:
+// a result is never handed out before the change is durable.
+func TestBatchReleasesResultsAfterFlush(t *testing.T) {
+	sim, p, app := newFlushNode(t)
+	a, err := p.Engine.Submit(kvSet, []byte("a=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Engine.Submit(kvSet, []byte("b=2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushesBefore := app.flushes
+	p.Engine.BeginBatch()
+	sim.Step()
+	sim.Step()
+	for _, w := range []*Pending{a, b} {
+		select {
+		case <-w.Done():
+			t.Fatal("result released before the batch was flushed")
+		default:
+		}
+	}
+	p.Engine.EndBatch()
+	if got := app.flushes - flushesBefore; got != 1 {
+		t.Fatalf("%d flushes for one batch, want 1", got)
+	}
+	for i, w := range []*Pending{a, b} {
+		if r, err := w.Result(); err != nil || r != i+1 {
+			t.Fatalf("message %d: result %d, %v", i, r, err)
+		}
+	}
+}
+
+// A failed Flush fails every result of the batch (EIO) and stops the engine, as a
+// database error does upstream.
+func TestFailedFlushFailsTheBatch(t *testing.T) {
+	sim, p, app := newFlushNode(t)
+	w, err := p.Engine.Submit(kvSet, []byte("a=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.fail = errors.New("disk full")
+	sim.Step()
+	if r, err := w.Result(); err != nil || r != -int(syscall.EIO) {
+		t.Fatalf("result %d, %v; want -EIO", r, err)
+	}
+	if p.Engine.Mode() != ModeError {
+		t.Fatalf("mode %s after a failed flush", p.Engine.Mode())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	sqlite3 "github.com/mattn/go-sqlite3"
 	"github.com/sirupsen/logrus"
 )
 
@@ -42,7 +43,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("memdb: opening %s: %w", path, err)
 	}
-	t, err := loadTree(be.db)
+	t, err := loadTree(be.conn)
 	if err != nil {
 		be.close()
 		return nil, fmt.Errorf("memdb: DB load failed for %s: %w", path, err)
@@ -69,10 +70,10 @@ func Open(path string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// loadTree reads and checks the whole table. A future DCDB sync commit writes the
-// leader's rows in a transaction and rebuilds the tree through the same function.
-func loadTree(q querier) (*tree, error) {
-	rows, err := loadRows(q)
+// loadTree reads and checks the whole table, at open and inside the DCDB sync commit
+// (which rebuilds the tree from the rows it has just written).
+func loadTree(c *sqlite3.SQLiteConn) (*tree, error) {
+	rows, err := loadRows(c)
 	if err != nil {
 		return nil, err
 	}

@@ -641,7 +641,9 @@ func TestStickyWriteError(t *testing.T) {
 	db, _ := openTemp(t, Options{})
 	must(t, db.Create("a", 0, 1))
 	v := db.Root().Version
-	db.be.db.Close() // every statement now fails
+	if err := execSQL(db.be.conn, "PRAGMA query_only=1"); err != nil { // every write now fails
+		t.Fatal(err)
+	}
 	if err := db.Create("b", 0, 1); errno(err) != -5 {
 		t.Fatal(err)
 	}

@@ -2,16 +2,26 @@ package memdb
 
 import "syscall"
 
-// mutate runs one change with the writer lock held and tells the observer about
-// the changed paths once the lock is released.
-func (db *DB) mutate(fn func() (changed []string, err error)) error {
+// mutate runs one change: with the writer lock held, fn validates it, stages its rows
+// in the open SQLite transaction and applies it to the tree. With wait, mutate returns
+// only once that transaction has committed. It drops the lock between staging and
+// committing, so writers that were waiting for the lock stage into the same transaction
+// and the first to commit makes all of them durable (group commit). Without wait the
+// caller commits later (Deferred). The observer hears of the changed paths after that.
+func (db *DB) mutate(wait bool, fn func() (changed []string, err error)) error {
 	db.wmu.Lock()
 	if db.failed {
 		db.wmu.Unlock()
 		return syscall.EIO
 	}
 	changed, err := fn()
+	staged, gen := db.be.inTx, db.be.gen
 	db.wmu.Unlock()
+	if err == nil && wait && staged {
+		db.wmu.Lock()
+		err = db.commitGen(gen)
+		db.wmu.Unlock()
+	}
 	if err == nil && db.obs != nil {
 		for _, p := range changed {
 			db.obs.FileChanged(p)
@@ -20,15 +30,86 @@ func (db *DB) mutate(fn func() (changed []string, err error)) error {
 	return err
 }
 
-// commit makes a change durable; any SQLite error makes the database refuse every
-// later change (§2.2.2). The in-RAM tree is only touched after a successful commit.
-func (db *DB) commit(r *row, deleteInode uint64, root rootState) error {
-	if err := db.be.write(r, deleteInode, root); err != nil {
-		db.failed = true
-		db.log.WithError(err).Error("database write failed; refusing all further changes")
+// commitGen makes the transaction of generation gen durable, unless another writer
+// already committed it; the caller holds wmu.
+func (db *DB) commitGen(gen uint64) error {
+	switch {
+	case db.be.committed >= gen:
+		return nil
+	case db.failed:
+		return syscall.EIO
+	}
+	if err := db.be.commitTx(); err != nil {
+		db.fail(err)
 		return syscall.EIO
 	}
 	return nil
+}
+
+// Commit makes every change staged by a Deferred view durable. After a failure the
+// database refuses all later changes, and the deferred changes must be reported failed.
+func (db *DB) Commit() error {
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if db.failed {
+		return syscall.EIO
+	}
+	if !db.be.inTx {
+		return nil
+	}
+	return db.commitGen(db.be.gen)
+}
+
+// fail makes the database refuse every later change (upstream memdb.c: memdb->errors).
+// The tree may now be ahead of the file, so only a restart (which reloads the file)
+// or a sync from the cluster may bring it back.
+func (db *DB) fail(err error) {
+	db.be.rollbackTx()
+	db.failed = true
+	db.log.WithError(err).Error("database write failed; refusing all further changes")
+}
+
+// stage writes a change into the open transaction; a SQLite error fails the database.
+func (db *DB) stage(r *row, deleteInode uint64, root rootState) error {
+	if err := db.be.stage(r, deleteInode, root); err != nil {
+		db.fail(err)
+		return syscall.EIO
+	}
+	return nil
+}
+
+// Deferred is a view of the database whose changes are applied to the tree and staged
+// at once but made durable only by DB.Commit, so a caller applying a burst of changes
+// (DCDB delivering the messages of one dispatch) pays for one commit. Readers see a
+// deferred change before it is durable; whoever acknowledges it must wait for Commit.
+type Deferred struct{ db *DB }
+
+// Deferred returns the deferred view of db.
+func (db *DB) Deferred() Deferred { return Deferred{db} }
+
+func (d Deferred) Mkdir(path string, writer, mtime uint32) error {
+	return d.db.mkdir(false, path, writer, mtime)
+}
+
+func (d Deferred) Create(path string, writer, mtime uint32) error {
+	_, err := d.db.pwrite(false, path, 0, nil, false, true, writer, mtime)
+	return err
+}
+
+func (d Deferred) Write(path string, off uint64, data []byte, truncate bool, writer, mtime uint32) (int, error) {
+	return d.db.pwrite(false, path, off, data, truncate, false, writer, mtime)
+}
+
+func (d Deferred) Mtime(path string, writer, mtime uint32) error {
+	return d.db.mtime(false, path, writer, mtime)
+}
+
+func (d Deferred) Delete(path string, writer, mtime uint32) error {
+	return d.db.delete(false, path, writer, mtime)
+}
+
+func (d Deferred) Rename(from, to string, writer, mtime uint32) error {
+	return d.db.rename(false, from, to, writer, mtime)
 }
 
 // nextRoot is the root state after one more successful change.
@@ -69,7 +150,11 @@ func (db *DB) parentDir(path string) (parent *entry, dir, base string, err error
 
 // Mkdir is memdb_mkdir (§2.5.1).
 func (db *DB) Mkdir(path string, writer, mtime uint32) error {
-	return db.mutate(func() ([]string, error) {
+	return db.mkdir(true, path, writer, mtime)
+}
+
+func (db *DB) mkdir(wait bool, path string, writer, mtime uint32) error {
+	return db.mutate(wait, func() ([]string, error) {
 		parent, dir, base, err := db.parentDir(path)
 		if err != nil {
 			return nil, err
@@ -81,7 +166,7 @@ func (db *DB) Mkdir(path string, writer, mtime uint32) error {
 		e := &entry{inode: root.version, parent: parent.inode, version: root.version, writer: writer,
 			mtime: mtime, typ: TypeDir, name: base, children: map[string]*entry{}}
 		e.setDigest()
-		if err := db.commit(rowOf(e, nil), 0, root); err != nil {
+		if err := db.stage(rowOf(e, nil), 0, root); err != nil {
 			return nil, err
 		}
 		db.mu.Lock()
@@ -98,18 +183,18 @@ func (db *DB) Mkdir(path string, writer, mtime uint32) error {
 
 // Create is memdb_create: an empty regular file; EEXIST if the name exists.
 func (db *DB) Create(path string, writer, mtime uint32) error {
-	_, err := db.pwrite(path, 0, nil, false, true, writer, mtime)
+	_, err := db.pwrite(true, path, 0, nil, false, true, writer, mtime)
 	return err
 }
 
 // Write is memdb_write (§2.5.2); truncate=true also shrinks the file to off+len(data),
 // so a truncate(n) is Write(path, n, nil, true).
 func (db *DB) Write(path string, off uint64, data []byte, truncate bool, writer, mtime uint32) (int, error) {
-	return db.pwrite(path, off, data, truncate, false, writer, mtime)
+	return db.pwrite(true, path, off, data, truncate, false, writer, mtime)
 }
 
-func (db *DB) pwrite(path string, off uint64, data []byte, truncate, create bool, writer, mtime uint32) (int, error) {
-	err := db.mutate(func() ([]string, error) {
+func (db *DB) pwrite(wait bool, path string, off uint64, data []byte, truncate, create bool, writer, mtime uint32) (int, error) {
+	err := db.mutate(wait, func() ([]string, error) {
 		if off > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
 			return nil, syscall.EFBIG
 		}
@@ -150,7 +235,7 @@ func (db *DB) pwrite(path string, off uint64, data []byte, truncate, create bool
 		}
 		e.version, e.writer, e.mtime, e.data = root.version, writer, mtime, newData
 		e.setDigest()
-		if err := db.commit(rowOf(e, newData), 0, root); err != nil {
+		if err := db.stage(rowOf(e, newData), 0, root); err != nil {
 			return nil, err
 		}
 		db.mu.Lock()
@@ -175,7 +260,11 @@ func (db *DB) pwrite(path string, off uint64, data []byte, truncate, create bool
 
 // Mtime is memdb_mtime (§2.5.3) with the lock-directory rules.
 func (db *DB) Mtime(path string, writer, mtime uint32) error {
-	return db.mutate(func() ([]string, error) {
+	return db.mtime(true, path, writer, mtime)
+}
+
+func (db *DB) mtime(wait bool, path string, writer, mtime uint32) error {
+	return db.mutate(wait, func() ([]string, error) {
 		parent, dir, base, err := db.parentDir(path)
 		if err != nil {
 			return nil, err
@@ -198,7 +287,7 @@ func (db *DB) Mtime(path string, writer, mtime uint32) error {
 		if e.typ == TypeDir {
 			blob = dirBlob
 		}
-		if err := db.commit(rowOf(&ne, blob), 0, root); err != nil {
+		if err := db.stage(rowOf(&ne, blob), 0, root); err != nil {
 			return nil, err
 		}
 		db.mu.Lock()
@@ -214,7 +303,11 @@ func (db *DB) Mtime(path string, writer, mtime uint32) error {
 
 // Delete is memdb_delete (§2.5.4), serving both unlink and rmdir.
 func (db *DB) Delete(path string, writer, mtime uint32) error {
-	return db.mutate(func() ([]string, error) {
+	return db.delete(true, path, writer, mtime)
+}
+
+func (db *DB) delete(wait bool, path string, writer, mtime uint32) error {
+	return db.mutate(wait, func() ([]string, error) {
 		e, parent := db.t.lookup(path)
 		switch {
 		case e == nil:
@@ -225,7 +318,7 @@ func (db *DB) Delete(path string, writer, mtime uint32) error {
 			return nil, syscall.ENOTEMPTY
 		}
 		root := db.nextRoot(writer, mtime)
-		if err := db.commit(nil, e.inode, root); err != nil {
+		if err := db.stage(nil, e.inode, root); err != nil {
 			return nil, err
 		}
 		db.mu.Lock()
@@ -250,7 +343,11 @@ func (db *DB) Delete(path string, writer, mtime uint32) error {
 // Rename is memdb_rename (§2.5.5): the entry keeps its inode and gets a new version;
 // an existing target is replaced in the same transaction.
 func (db *DB) Rename(from, to string, writer, mtime uint32) error {
-	return db.mutate(func() ([]string, error) {
+	return db.rename(true, from, to, writer, mtime)
+}
+
+func (db *DB) rename(wait bool, from, to string, writer, mtime uint32) error {
+	return db.mutate(wait, func() ([]string, error) {
 		src, srcParent := db.t.lookup(from)
 		if src == nil {
 			return nil, syscall.ENOENT
@@ -313,7 +410,7 @@ func (db *DB) Rename(from, to string, writer, mtime uint32) error {
 		if src.typ == TypeDir {
 			blob = dirBlob
 		}
-		if err := db.commit(rowOf(&ne, blob), deleteInode, root); err != nil {
+		if err := db.stage(rowOf(&ne, blob), deleteInode, root); err != nil {
 			return nil, err
 		}
 		db.mu.Lock()

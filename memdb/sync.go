@@ -2,6 +2,7 @@ package memdb
 
 import (
 	"bytes"
+	"database/sql/driver"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -131,6 +132,11 @@ func (db *DB) ApplySync(leaderIndex []byte, records []SyncRecord) error {
 }
 
 func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, records []SyncRecord) (*tree, error) {
+	// Changes staged by a Deferred view belong before the sync (and the backup
+	// cannot run inside a transaction): commit them on their own.
+	if err := db.commitGen(db.be.gen); err != nil {
+		return nil, err
+	}
 	// What is lost locally: entries deleted, and existing entries overwritten with
 	// different content. The root changes with every sync and is not data.
 	var deletes []uint64
@@ -160,18 +166,18 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 		}
 	}
 
-	tx, err := db.be.db.Begin()
-	if err != nil {
-		return nil, fmt.Errorf("begin transaction failed: %w", err)
+	be := db.be
+	if err := be.beginTx(); err != nil {
+		return nil, err
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			tx.Rollback()
+			be.rollbackTx()
 		}
 	}()
 	for _, ino := range deletes {
-		if _, err := tx.Stmt(db.be.delete).Exec(int64(ino)); err != nil {
+		if _, err := be.exec(be.del, int64(ino)); err != nil {
 			return nil, fmt.Errorf("delete inode %d: %w", ino, err)
 		}
 	}
@@ -180,16 +186,17 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 		if r.Inode == 0 {
 			name = versionRowName
 		}
-		var data any
+		var data []byte
 		if r.Type == TypeReg && len(r.Data) > 0 {
 			data = r.Data
 		}
-		if _, err := tx.Stmt(db.be.replace).Exec(int64(r.Inode), int64(r.Parent), int64(r.Version),
-			int64(r.Writer), int64(r.Mtime), int64(r.Type), name, data); err != nil {
-			return nil, fmt.Errorf("write inode %d: %w", r.Inode, err)
+		rw := row{inode: r.Inode, parent: r.Parent, version: r.Version, writer: r.Writer, mtime: r.Mtime,
+			typ: r.Type, name: name, data: data}
+		if err := be.putRow(&rw, false); err != nil {
+			return nil, err
 		}
 	}
-	t, err := loadTree(tx)
+	t, err := loadTree(be.conn)
 	if err != nil {
 		return nil, fmt.Errorf("reloading after sync: %w", err)
 	}
@@ -206,10 +213,10 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 	if err != nil {
 		return nil, fmt.Errorf("vm list after sync: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit transaction failed: %w", err)
-	}
 	committed = true
+	if err := be.commitTx(); err != nil {
+		return nil, err
+	}
 	db.mu.Lock()
 	db.t, db.vml = t, vml
 	db.mu.Unlock()
@@ -222,13 +229,9 @@ func shortSum(s [32]byte) string { return hex.EncodeToString(s[:8]) }
 // backupPresync copies the database to backup/config-<unix>-presync.db next to
 // it (VACUUM INTO gives a consistent copy) and keeps the newest ones only.
 func (db *DB) backupPresync() error {
-	var seq int
-	var name, file string
-	if err := db.be.db.QueryRow("PRAGMA database_list").Scan(&seq, &name, &file); err != nil {
+	file, err := db.be.fileName()
+	if err != nil {
 		return err
-	}
-	if file == "" {
-		return errors.New("database has no file name")
 	}
 	dir := filepath.Join(filepath.Dir(file), "backup")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -242,7 +245,7 @@ func (db *DB) backupPresync() error {
 		}
 		target = filepath.Join(dir, fmt.Sprintf("config-%d.%d-presync.db", now, n))
 	}
-	if _, err := db.be.db.Exec("VACUUM INTO ?", target); err != nil {
+	if _, err := db.be.conn.Exec("VACUUM INTO ?", []driver.Value{target}); err != nil {
 		return err
 	}
 	if err := os.Chmod(target, 0o600); err != nil {
