@@ -25,6 +25,9 @@ import (
 type Backend interface {
 	DB() *memdb.DB
 	Quorate() bool
+	// Writable returns the error a change would get now (no quorum, not connected), so
+	// a buffered write can be refused at once; nil where a change may be tried.
+	Writable() error
 	Create(path string) error
 	Write(path string, off uint64, data []byte, truncate bool) (int, error)
 	Mkdir(path string) error

@@ -30,6 +30,7 @@ type testEnv struct {
 type roBackend struct{ *LocalBackend }
 
 func (roBackend) Quorate() bool                                   { return false }
+func (roBackend) Writable() error                                 { return syscall.EACCES }
 func (roBackend) Create(string) error                             { return syscall.EACCES }
 func (roBackend) Write(string, uint64, []byte, bool) (int, error) { return 0, syscall.EACCES }
 func (roBackend) Mkdir(string) error                              { return syscall.EACCES }
@@ -65,6 +66,16 @@ func openDB(t *testing.T, dbPath string, now func() time.Time) *memdb.DB {
 // mount, so a read-only backend can still be given content.
 func mountTest(t *testing.T, dbPath string, quorate bool, prepare func(db *memdb.DB), extra ...GeneratedFile) *testEnv {
 	t.Helper()
+	wrap := func(b *LocalBackend) Backend { return b }
+	if !quorate {
+		wrap = func(b *LocalBackend) Backend { return roBackend{b} }
+	}
+	return mountTestWith(t, dbPath, wrap, prepare, extra...)
+}
+
+// mountTestWith mounts with the backend wrap makes of a local one.
+func mountTestWith(t *testing.T, dbPath string, wrap func(*LocalBackend) Backend, prepare func(db *memdb.DB), extra ...GeneratedFile) *testEnv {
+	t.Helper()
 	needFUSE(t)
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "config.db")
@@ -83,10 +94,7 @@ func mountTest(t *testing.T, dbPath string, quorate bool, prepare func(db *memdb
 	t.Cleanup(func() { os.Remove(mnt) })
 	env.mnt = mnt
 
-	var backend Backend = NewLocalBackend(env.db)
-	if !quorate {
-		backend = roBackend{NewLocalBackend(env.db)}
-	}
+	backend := wrap(NewLocalBackend(env.db))
 	var gens []GeneratedFile
 	for _, name := range []string{".version", ".members", ".vmlist", ".rrd", ".clusterlog"} {
 		v := &atomic.Value{}

@@ -86,18 +86,33 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	return d.rename(dir, name, newParent, newName, flags)
 }
 
-// fileNode is a memdb file. It keeps no state: its path is resolved on every call, and
-// opens use direct I/O so every read reaches memdb.
+// fileNode is a memdb file. Its path is resolved on every call, and opens use direct I/O
+// so every read reaches it. Its only state is the writes buffered since the last flush
+// (coalesce.go).
 type fileNode struct {
 	gofs.Inode
 	common
+	buffered
 }
 
 func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.fsys.getattrMemdb(&n.Inode, false, &out.Attr)
+	if errno := n.fsys.getattrMemdb(&n.Inode, false, &out.Attr); errno != 0 {
+		return errno
+	}
+	if size, ok := n.bufferedSize(); ok {
+		out.Size = size
+		out.Blocks = (size + 511) / 512
+	}
+	return 0
 }
 
+// Setattr first replicates buffered writes, so a truncate or utime applies after them.
 func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	unlock, errno := n.flushLocked(n.fsys, &n.Inode)
+	defer unlock()
+	if errno != 0 {
+		return errno
+	}
 	if errno := n.fsys.setattrMemdb(&n.common, &n.Inode, in); errno != 0 {
 		return errno
 	}
@@ -118,6 +133,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (n *fileNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if data, ok := n.readBuffered(off, len(dest)); ok {
+		return fuse.ReadResultData(data), 0
+	}
 	path, errno := nodePath(&n.Inode)
 	if errno != 0 {
 		return nil, errno
@@ -130,18 +151,24 @@ func (n *fileNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 }
 
 func (n *fileNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	path, errno := nodePath(&n.Inode)
-	if errno != 0 {
-		return 0, errno
+	return n.write(n.fsys, &n.Inode, data, off)
+}
+
+func (n *fileNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return n.flush(n.fsys, &n.Inode)
+}
+
+func (n *fileNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	return n.flush(n.fsys, &n.Inode)
+}
+
+// Release normally finds nothing buffered (the close's flush came first); what is left
+// has no caller to report to but the log.
+func (n *fileNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	if errno := n.flush(n.fsys, &n.Inode); errno != 0 {
+		n.fsys.cfg.Log.Warnf("buffered writes dropped at release: %v", errno)
 	}
-	if off < 0 {
-		return 0, syscall.EINVAL
-	}
-	written, err := n.fsys.backend.Write(path, uint64(off), data, false)
-	if err != nil {
-		return 0, toErrno(err)
-	}
-	return uint32(written), 0
+	return 0
 }
 
 // getattrMemdb reports the entry at the node's current path. An entry that changed kind

@@ -36,10 +36,9 @@ func (c *common) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno 
 	return 0
 }
 
-// Upstream has no xattr or flush operations, so libfuse answers ENOSYS and the kernel stops
-// asking: callers get EOPNOTSUPP for xattrs and a successful close. Answering ENOSYS too keeps
-// that, and spares the security.capability lookup the kernel otherwise makes on every write
-// and the flush on every close (three round trips per written file).
+// Upstream has no xattr operations, so libfuse answers ENOSYS and the kernel stops asking:
+// callers get EOPNOTSUPP. Answering ENOSYS too keeps that, and spares the
+// security.capability lookup the kernel otherwise makes on every write.
 func (c *common) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	return 0, syscall.ENOSYS
 }
@@ -52,9 +51,13 @@ func (c *common) Removexattr(ctx context.Context, attr string) syscall.Errno {
 func (c *common) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	return 0, syscall.ENOSYS
 }
-func (c *common) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
-// Durability is not promised by upstream either: fsync succeeds without work.
+// Flush is answered (not ENOSYS) for every kind of node, because ENOSYS would switch it
+// off for the whole mount, and a memdb file's buffered writes are replicated at flush
+// (fileNode.Flush). Nodes without buffered writes have nothing to do.
+func (c *common) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno { return 0 }
+
+// Nodes without buffered writes have nothing to make durable.
 func (c *common) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
 	return 0
 }

@@ -23,6 +23,8 @@ func (b *clusterBackend) DB() *memdb.DB { return b.db }
 // Quorate is what the mode bits show: writable only with quorum and a running engine.
 func (b *clusterBackend) Quorate() bool { return b.status.Quorate() && b.group.CurrentEngine() != nil }
 
+func (b *clusterBackend) Writable() error { return b.ready() }
+
 // ready refuses changes before the first connection to corosync: without quorum with
 // EACCES like upstream, otherwise with EBUSY, upstream's "message never processed".
 func (b *clusterBackend) ready() error {
