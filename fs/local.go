@@ -20,7 +20,7 @@ func NewLocalBackend(db *memdb.DB) *LocalBackend {
 
 func (b *LocalBackend) mtime() uint32 { return uint32(b.now().Unix()) }
 
-func (b *LocalBackend) DB() *memdb.DB { return b.db }
+func (b *LocalBackend) DB() *memdb.DB   { return b.db }
 func (b *LocalBackend) Quorate() bool   { return true }
 func (b *LocalBackend) Writable() error { return nil }
 
