@@ -57,10 +57,12 @@ vet:
 test: build vet test-deps deb-check
 	$(GO) test -count=1 -timeout 60m ./...
 
+# Figures only, nothing asserted. With PMXCFS_UPSTREAM_BIN=/path/to/upstream/pmxcfs the same
+# workloads also run on upstream's daemon in the same run and the table shows both side by side;
+# BENCH_ARGS passes options to tests/fsbench, e.g. BENCH_ARGS="-pairs 5 -only cluster" or "-quick".
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./memdb/ ./dfsm/ 2>/dev/null | grep -E '^(Benchmark|ok|---)' || true
-	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs
-	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs -cluster
+	$(GO) run ./tests/fsbench -bin $(BIN)/pmxcfs $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) build
