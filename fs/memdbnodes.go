@@ -129,6 +129,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if _, err := n.fsys.db().Lookup(path); err != nil {
 		return nil, 0, toErrno(err)
 	}
+	// Only a descriptor that can write may have buffered writes for its close to
+	// replicate; the others are closed without a FLUSH round trip (kernels that predate
+	// FOPEN_NOFLUSH send one anyway, which finds nothing to do).
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
+	}
 	return nil, fuse.FOPEN_DIRECT_IO, 0
 }
 
