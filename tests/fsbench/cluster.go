@@ -68,7 +68,7 @@ func runCluster(bin string, samples, files int) error {
 		}
 	}
 	defer os.RemoveAll(dir)
-	b, err := bench.New(bench.Options{Dir: dir, Log: log})
+	b, err := bench.New(bench.Options{Dir: dir, Log: log, Share: []string{filepath.Dir(abs)}})
 	if err != nil {
 		return err
 	}
