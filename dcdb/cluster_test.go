@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -476,4 +477,38 @@ func TestVerifyDetectsDivergence(t *testing.T) {
 		t.Fatal("node 3 with different data did not leave")
 	}
 	c.converged()
+}
+
+// The 1024-byte name limit is the FUSE layer's (the kernel's, for upstream): memdb
+// takes any name from a peer, as upstream's does, so nodes never disagree on which
+// message applied. Names far past the limit travel in messages and in a sync.
+func TestPeersLongNamesAreApplied(t *testing.T) {
+	c := newCluster(t)
+	c.start(1, nil)
+	c.start(2, nil)
+	c.run()
+	dir := strings.Repeat("d", 1100)
+	file := dir + "/" + strings.Repeat("f", 5000)
+	moved := dir + "/" + strings.Repeat("m", 70000)
+	c.must(1, func(a *App) error { return a.Mkdir(dir) })
+	c.must(1, writeFile(file, "x"))
+	c.must(2, writeFile(dir+"/"+strings.Repeat("g", 1025), "y"))
+	c.must(1, func(a *App) error { return a.Rename(file, moved) })
+	c.readAll(moved, "x")
+	c.absent(file)
+
+	c.start(3, nil)
+	c.run()
+	c.converged()
+	c.readAll(moved, "x")
+	c.readAll(dir+"/"+strings.Repeat("g", 1025), "y")
+	c.must(3, func(a *App) error { return a.Delete(moved) })
+	c.absent(moved)
+	idx := c.converged()
+	c.stop(3)
+	re := c.openDB(3)
+	defer re.Close()
+	if !bytes.Equal(re.Index(), idx) {
+		t.Fatal("reopened database differs from the synced tree")
+	}
 }

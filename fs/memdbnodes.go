@@ -69,6 +69,9 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 
 // Unlink and Rmdir are the same memdb delete, as upstream.
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if nameTooLong(name) {
+		return syscall.ENAMETOOLONG
+	}
 	dir, errno := d.path()
 	if errno != 0 {
 		return errno

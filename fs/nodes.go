@@ -110,6 +110,16 @@ func nodePath(n *gofs.Inode) (string, syscall.Errno) {
 	return strings.Join(parts, "/"), 0
 }
 
+// maxNameLen is the longest name upstream's mount accepts: the kernel's FUSE limit for
+// a server that does not negotiate max_pages (libfuse2, which upstream links) is 1024
+// bytes, and the kernel answers ENAMETOOLONG before the server sees the request. go-fuse
+// negotiates max_pages, which lets recent kernels pass names up to PATH_MAX-1, so the
+// same boundary is drawn here. A longer name would replicate to C nodes that can
+// neither look it up nor remove it.
+const maxNameLen = 1024
+
+func nameTooLong(name string) bool { return len(name) > maxNameLen }
+
 func joinPath(dir, name string) string {
 	if dir == "" {
 		return name
@@ -120,6 +130,9 @@ func joinPath(dir, name string) string {
 // lookupMemdb finds name under the memdb directory dir and returns its inode, reusing
 // the existing child when it is still of the same kind so that inode numbers stay stable.
 func (f *fileSystem) lookupMemdb(ctx context.Context, parent *gofs.Inode, dir, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if nameTooLong(name) {
+		return nil, syscall.ENAMETOOLONG
+	}
 	path := joinPath(dir, name)
 	e, err := f.db().Lookup(path)
 	if err != nil {
@@ -184,6 +197,9 @@ func memdbParentPath(p gofs.InodeEmbedder, name string) (string, syscall.Errno) 
 type memdbDirOps struct{ common }
 
 func (d *memdbDirOps) mkdir(ctx context.Context, parent *gofs.Inode, dir, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if nameTooLong(name) {
+		return nil, syscall.ENAMETOOLONG
+	}
 	if errno := toErrno(d.fsys.backend.Mkdir(joinPath(dir, name))); errno != 0 {
 		return nil, errno
 	}
@@ -191,6 +207,9 @@ func (d *memdbDirOps) mkdir(ctx context.Context, parent *gofs.Inode, dir, name s
 }
 
 func (d *memdbDirOps) create(ctx context.Context, parent *gofs.Inode, dir, name string, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if nameTooLong(name) {
+		return nil, nil, 0, syscall.ENAMETOOLONG
+	}
 	if errno := toErrno(d.fsys.backend.Create(joinPath(dir, name))); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -213,6 +232,9 @@ func (d *memdbDirOps) mknod(ctx context.Context, parent *gofs.Inode, dir, name s
 func (d *memdbDirOps) rename(dir, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if flags != 0 {
 		return syscall.EINVAL // libfuse2 has no rename2
+	}
+	if nameTooLong(name) || nameTooLong(newName) {
+		return syscall.ENAMETOOLONG
 	}
 	to, errno := memdbParentPath(newParent, newName)
 	if errno != 0 {

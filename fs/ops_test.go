@@ -2,12 +2,17 @@ package fs
 
 import (
 	"bytes"
-	"github.com/pmxcfs-go/pmxcfs/memdb"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/memdb"
 
 	"golang.org/x/sys/unix"
 )
@@ -350,4 +355,67 @@ func execAs(uid, gid uint32, dir, script string) *exec.Cmd {
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	return cmd
+}
+
+// Names up to 1024 bytes work; longer ones get ENAMETOOLONG, as on upstream's libfuse2
+// mount, whatever limit the kernel would allow go-fuse. A longer name that came from a
+// peer is listed but cannot be looked up, as there.
+func TestNameLengthLimit(t *testing.T) {
+	long := strings.Repeat("L", 1100)
+	env := mountTest(t, "", true, func(db *memdb.DB) {
+		must(t, db.Mkdir("dir", 0, 1))
+		must(t, db.Create("dir/"+long, 0, 1))
+	})
+	// The paths are too long to print: report the errno only.
+	check := func(what string, err error, want syscall.Errno) {
+		t.Helper()
+		var got syscall.Errno
+		if err != nil && !errors.As(err, &got) {
+			t.Fatalf("%s: %T", what, err)
+		}
+		if got != want {
+			t.Errorf("%s: errno %d (%v), want %d (%v)", what, got, got, want, want)
+		}
+	}
+	for _, dir := range []string{"", "dir"} {
+		for _, n := range []int{255, 300, 1023, 1024} {
+			name := strings.Repeat("a", n-1) + "f"
+			p := env.p(filepath.Join(dir, name))
+			check(fmt.Sprintf("create %d in %q", n, dir), os.WriteFile(p, []byte("x"), 0o640), 0)
+			check(fmt.Sprintf("rename to %d in %q", n, dir), os.Rename(p, p[:len(p)-1]+"g"), 0)
+			check(fmt.Sprintf("unlink %d in %q", n, dir), os.Remove(p[:len(p)-1]+"g"), 0)
+			check(fmt.Sprintf("mkdir %d in %q", n, dir), os.Mkdir(p, 0o755), 0)
+			check(fmt.Sprintf("rmdir %d in %q", n, dir), syscall.Rmdir(p), 0)
+		}
+		writeFile(t, env.p(filepath.Join(dir, "short")), "x")
+		for _, n := range []int{1025, 1100, 3000} {
+			p := env.p(filepath.Join(dir, strings.Repeat("b", n)))
+			check(fmt.Sprintf("create %d in %q", n, dir), os.WriteFile(p, []byte("x"), 0o640), syscall.ENAMETOOLONG)
+			check(fmt.Sprintf("mkdir %d in %q", n, dir), os.Mkdir(p, 0o755), syscall.ENAMETOOLONG)
+			check(fmt.Sprintf("mknod %d in %q", n, dir), syscall.Mknod(p, syscall.S_IFREG|0o640, 0), syscall.ENAMETOOLONG)
+			check(fmt.Sprintf("rename to %d in %q", n, dir), os.Rename(env.p(filepath.Join(dir, "short")), p), syscall.ENAMETOOLONG)
+		}
+	}
+	for _, p := range []string{"short", "dir/short", "dir/" + long} {
+		if _, err := env.db.Lookup(p); err != nil {
+			t.Errorf("%s: %v", p[:min(len(p), 20)], err)
+		}
+	}
+	entries, _ := env.db.ReadDir("")
+	for _, e := range entries {
+		if len(e.Name) > 1024 {
+			t.Errorf("a %d-byte name reached memdb", len(e.Name))
+		}
+	}
+	if entries, _ = env.db.ReadDir("dir"); len(entries) != 2 {
+		t.Errorf("dir holds %d entries, want 2", len(entries))
+	}
+
+	names, err := os.ReadDir(env.p("dir"))
+	if err != nil || len(names) != 2 {
+		t.Errorf("readdir with a peer's long name: %d entries, %v", len(names), err)
+	}
+	_, err = os.Stat(env.p("dir/" + long))
+	check("stat of a peer's long name", err, syscall.ENAMETOOLONG)
+	check("unlink of a peer's long name", os.Remove(env.p("dir/"+long)), syscall.ENAMETOOLONG)
 }

@@ -117,6 +117,9 @@ func (r *rootNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if r.isFixed(name) {
 		return syscall.EACCES
 	}
+	if nameTooLong(name) {
+		return syscall.ENAMETOOLONG
+	}
 	return toErrno(r.fsys.backend.Delete(name))
 }
 

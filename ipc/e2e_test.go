@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/pmxcfs-go/pmxcfs/qb"
@@ -199,8 +200,8 @@ func TestLibqbPermissions(t *testing.T) {
 }
 
 // TestLibqbLargeReply: the largest reply that fits the client's 1 MiB
-// buffer arrives whole; a larger one is refused with EFBIG instead of
-// breaking the connection.
+// buffer arrives whole; a larger one gets ENOBUFS, the errno upstream's
+// client sees, without breaking the connection (upstream's breaks).
 func TestLibqbLargeReply(t *testing.T) {
 	fits := strings.Repeat("x", qbclient.MaxMsgSize-24)
 	s, _ := newServer(t, map[string]string{"fits": fits, "big": fits + "y"})
@@ -215,8 +216,8 @@ func TestLibqbLargeReply(t *testing.T) {
 		t.Fatalf("fits: %v error %d, %d bytes", err, r.Error, len(r.Data))
 	}
 	r, err = c.Send(6, zs("big"))
-	if err != nil || r.Error != -27 {
-		t.Fatalf("big: %v error %d", err, r.Error)
+	if err != nil || r.Error != -int32(syscall.ENOBUFS) {
+		t.Fatalf("big: %v error %d, want %d (ENOBUFS)", err, r.Error, -int32(syscall.ENOBUFS))
 	}
 	if r, err := c.Send(2, nil); err != nil || r.Error != 0 {
 		t.Errorf("after big: %+v %v", r, err)

@@ -91,8 +91,13 @@ func (s *Server) logger() *logrus.Entry {
 }
 
 // Handle implements qb.Handler: one request (16-byte header included) in,
-// an errno and the reply data out. A reply larger than the client's 1 MiB
-// buffer could never be delivered, so it becomes EFBIG.
+// an errno and the reply data out.
+//
+// A reply larger than the client's 1 MiB buffer cannot be delivered. Upstream
+// tries anyway: its send fails, server.c:s1_msg_process_fn logs it and drops the
+// connection, and the client's qb_ipcc_sendv_recv returns ENOBUFS, which is the
+// errno PVE::IPCC callers see. We answer ENOBUFS in the reply header instead, so
+// callers see the same errno and the connection stays usable.
 func (s *Server) Handle(c qb.Creds, req []byte) (syscall.Errno, []byte) {
 	errno, reply := s.handle(c, req)
 	if errno != 0 || len(reply) == 0 {
@@ -100,7 +105,7 @@ func (s *Server) Handle(c qb.Creds, req []byte) (syscall.Errno, []byte) {
 	}
 	if len(reply)+qb.ResponseHeaderSize > maxReply {
 		s.logger().Warnf("IPC reply of %d bytes exceeds the client buffer", len(reply))
-		return syscall.EFBIG, nil
+		return syscall.ENOBUFS, nil
 	}
 	return 0, reply
 }

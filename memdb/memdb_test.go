@@ -514,13 +514,26 @@ func TestVMList(t *testing.T) {
 	want := map[uint32]VM{100: {"n2", "openvz", 0}, 200: {"n2", "lxc", 0}, 300: {"n2", "qemu", 0}, 99: {"n1", "qemu", 0}}
 	checkVMs(t, vl, want)
 
-	// §12.9: a directory named like a config must not free the VMID.
+	// A directory named like a config must not free the VMID, but its removal
+	// moves the list version on as upstream's does.
 	must(t, db.Mkdir("nodes/n1/lxc/200.conf", 0, 1))
+	v := db.VMList().Version
 	must(t, db.Delete("nodes/n1/lxc/200.conf", 0, 1))
+	if vl := db.VMList(); vl.Version != v+1 {
+		t.Errorf("rmdir of a config-shaped directory: version %d, want %d", vl.Version, v+1)
+	}
 	if err := db.Create("nodes/n1/lxc/200.conf", 0, 1); errno(err) != -17 {
 		t.Error("duplicate VMID let in after rmdir", err)
 	}
-	v := db.VMList().Version
+	// Names that are not a guest config leave the version alone.
+	v = db.VMList().Version
+	for _, p := range []string{"nodes/n1/qemu-server/0100.conf", "nodes/n1/qemu-server/4294967296.conf", "nodes/-bad/qemu-server/400.conf"} {
+		must(t, db.Delete(p, 0, 1))
+	}
+	if vl := db.VMList(); vl.Version != v {
+		t.Errorf("delete of non-config names: version %d, want %d", vl.Version, v)
+	}
+	v = db.VMList().Version
 	must(t, db.Delete("nodes/n2/lxc/200.conf", 0, 1))
 	if vl := db.VMList(); vl.Version != v+1 || len(vl.VMs) != 3 {
 		t.Errorf("delete of config: %+v", vl)

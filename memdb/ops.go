@@ -325,12 +325,8 @@ func (db *DB) delete(wait bool, path string, writer, mtime uint32) error {
 		delete(parent.children, e.name)
 		delete(db.t.byInode, e.inode)
 		db.setRoot(root)
-		// Only the registered config file itself removes a VMID: upstream also
-		// dropped it for a directory of that name (§12.9), letting a duplicate in.
-		if vmid, node, typ, ok := vmConfigPath(path); ok && e.typ == TypeReg {
-			if vm, known := db.vml.vms[vmid]; known && vm.Node == node && vm.Type == typ {
-				db.vml.remove(vmid)
-			}
+		if vmid, node, typ, ok := vmConfigPath(path); ok {
+			db.vml.removed(vmid, node, typ, e.typ == TypeReg)
 		}
 		db.mu.Unlock()
 		if e.typ == TypeDir {
@@ -423,8 +419,8 @@ func (db *DB) rename(wait bool, from, to string, writer, mtime uint32) error {
 		target.children[base] = src
 		db.setRoot(root)
 		if src.typ == TypeReg {
-			if vm, known := db.vml.vms[fromVMID]; fromIsVM && known && vm.Node == fromNode && vm.Type == fromType {
-				db.vml.remove(fromVMID)
+			if fromIsVM {
+				db.vml.removed(fromVMID, fromNode, fromType, true)
 			}
 			if toIsVM {
 				db.vml.register(toVMID, toNode, toType)

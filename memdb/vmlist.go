@@ -86,9 +86,17 @@ func (l *vmList) register(vmid uint32, node, typ string) {
 	l.vms[vmid] = VM{Node: node, Type: typ, Version: l.counter}
 }
 
-func (l *vmList) remove(vmid uint32) {
+// removed records that the entry at a config-shaped path went away. The list
+// version moves on every such removal, as upstream's (memdb.c:memdb_delete and
+// memdb_rename → status.c:vmlist_delete_vm), so a client comparing versions sees
+// the same numbers from both daemons. The VMID itself is freed only when the entry
+// was the registered config file: upstream also frees it for a directory or an
+// unregistered duplicate of that name, which lets a second config of the VMID in.
+func (l *vmList) removed(vmid uint32, node, typ string, isFile bool) {
 	l.version++
-	delete(l.vms, vmid)
+	if vm, known := l.vms[vmid]; isFile && known && vm.Node == node && vm.Type == typ {
+		delete(l.vms, vmid)
+	}
 }
 
 func (l *vmList) snapshot() VMList {

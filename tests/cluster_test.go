@@ -33,6 +33,7 @@ func startBenchWith(t *testing.T, n int, opts bench.Options, nodeFiles []string,
 		t.Skip(err)
 	}
 	opts.Dir = t.TempDir()
+	opts.Share = append(opts.Share, benchShares()...)
 	b, err := bench.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +160,23 @@ func TestThreeNodeQuorum(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// benchShares are the host directories whose files the tests run inside nodes: the
+// checkout (bin/, tests/testdata) and the directories of PMXCFS_BIN and
+// PMXCFS_UPSTREAM_BIN. The bench binds those a node would not see (a checkout under
+// /tmp, say) at the same path.
+func benchShares() []string {
+	_, file, _, _ := runtime.Caller(0)
+	dirs := []string{filepath.Join(filepath.Dir(file), "..")}
+	for _, env := range []string{"PMXCFS_BIN", "PMXCFS_UPSTREAM_BIN"} {
+		if bin := os.Getenv(env); bin != "" {
+			if fi, err := os.Stat(filepath.Dir(bin)); err == nil && fi.IsDir() {
+				dirs = append(dirs, filepath.Dir(bin))
+			}
+		}
+	}
+	return dirs
 }
 
 // pmxcfsBinary is PMXCFS_BIN, or the repository's bin/pmxcfs.

@@ -15,6 +15,7 @@
 //	        /var/lib/corosync, /var/log/corosync, /var/lib/rrdcached
 //	                     bind mounts of DIR/node<i>/<name>
 //	        /etc/pve     read-only tmpfs placeholder until a pmxcfs mounts FUSE on it
+//	        Options.Share directories hidden by the above: read-only binds at the same path
 //
 // All state a later process needs (pids, namespace ids) is kept in DIR/state.json,
 // so the CLI in ./cmd can operate a bench that another process started.
@@ -32,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +59,11 @@ type Options struct {
 	// PrivateRoot gives each node its own copy-on-write /root (for root's ssh keys and
 	// config): the host's files show through, the node's writes stay in the node.
 	PrivateRoot bool
+	// Share lists host directories every node sees read-only at the same path, for
+	// those a node's own mounts would hide (under /tmp, /run, /dev/shm, /etc, /var, or
+	// /root with PrivateRoot): a checkout there keeps its binaries runnable in the
+	// nodes. Other directories are visible anyway and are ignored here.
+	Share []string
 	// Log receives progress messages; default a logrus logger at info level.
 	Log logrus.FieldLogger
 }
@@ -80,6 +87,7 @@ type state struct {
 	TokenMS     int
 	Unclustered bool
 	PrivateRoot bool
+	Share       []string
 	Nodes       []nodeState
 }
 
@@ -145,7 +153,11 @@ func New(opt Options) (*Bench, error) {
 			return nil, fmt.Errorf("bench dir %s: must not be under %s (nodes overlay it)", dir, bad)
 		}
 	}
-	st := state{ID: id, Dir: dir, Net: subnetFor(id), ClusterName: opt.ClusterName, TokenMS: opt.TokenMS, Unclustered: opt.Unclustered, PrivateRoot: opt.PrivateRoot}
+	share, err := hiddenDirs(opt.Share, opt.PrivateRoot)
+	if err != nil {
+		return nil, err
+	}
+	st := state{ID: id, Dir: dir, Net: subnetFor(id), ClusterName: opt.ClusterName, TokenMS: opt.TokenMS, Unclustered: opt.Unclustered, PrivateRoot: opt.PrivateRoot, Share: share}
 	if st.ClusterName == "" {
 		st.ClusterName = "benchcluster"
 	}
@@ -153,6 +165,55 @@ func New(opt Options) (*Bench, error) {
 		st.TokenMS = 1000
 	}
 	return &Bench{st: st, log: loggerOr(opt.Log).WithField("bench", id), reaped: map[int]chan struct{}{}}, nil
+}
+
+// hiddenPrefixes are the host directories a node's own mounts cover: fresh tmpfs first,
+// then the copy-on-write overlays.
+func hiddenPrefixes(privateRoot bool) []string {
+	p := []string{"/tmp", "/run", "/dev/shm", "/etc", "/var"}
+	if privateRoot {
+		p = append(p, "/root")
+	}
+	return p
+}
+
+// hiddenDirs keeps the directories of share that a node could not see, without those
+// inside another one, sorted.
+func hiddenDirs(share []string, privateRoot bool) ([]string, error) {
+	var dirs []string
+	for _, d := range share {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("bench share %s: not a directory", d)
+		}
+		if strings.ContainsAny(abs, "\n") {
+			return nil, fmt.Errorf("bench share %q: a newline in the path", abs)
+		}
+		if abs == "/etc/pve" || strings.HasPrefix(abs, "/etc/pve/") {
+			return nil, fmt.Errorf("bench share %s: nodes mount /etc/pve themselves", abs)
+		}
+		for _, p := range hiddenPrefixes(privateRoot) {
+			if abs == p {
+				return nil, fmt.Errorf("bench share %s: share a directory below it", abs)
+			}
+			if strings.HasPrefix(abs, p+"/") {
+				dirs = append(dirs, abs)
+				break
+			}
+		}
+	}
+	sort.Strings(dirs)
+	var out []string
+	for _, d := range dirs {
+		if len(out) > 0 && (d == out[len(out)-1] || strings.HasPrefix(d, out[len(out)-1]+"/")) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // Load attaches to a bench that was started (possibly by another process)

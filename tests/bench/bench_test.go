@@ -68,3 +68,80 @@ func TestNewRejectsUnsafeSettings(t *testing.T) {
 		t.Errorf("subnets %s and %s: want distinct 10.x.y.0/24", b1.IP(1), b2.IP(1))
 	}
 }
+
+func TestHiddenDirsKeepsWhatNodesCannotSee(t *testing.T) {
+	tmp := t.TempDir() // under /tmp, which nodes cover
+	inner := filepath.Join(tmp, "bin")
+	if err := os.Mkdir(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := hiddenDirs([]string{inner, "/usr/bin", tmp, tmp + "/../" + filepath.Base(tmp)}, false)
+	if err != nil || strings.Join(got, " ") != tmp {
+		t.Errorf("hiddenDirs = %q, %v; want just %s", got, err, tmp)
+	}
+	if got, _ := hiddenDirs([]string{"/root/.cache"}, false); len(got) != 0 {
+		t.Errorf("/root without PrivateRoot: %q", got)
+	}
+	for _, bad := range []string{"/tmp", "/var", "/etc/pve", "/etc/pve/x", filepath.Join(tmp, "missing")} {
+		if _, err := hiddenDirs([]string{bad}, true); err == nil {
+			t.Errorf("share %s accepted", bad)
+		}
+	}
+}
+
+// A checkout under /tmp or /var: its files are at the same path in every node,
+// read-only, while the rest of the node's /tmp stays its own.
+func TestSharedDirsAtTheirPathInNodes(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	underTmp := t.TempDir()
+	underVar, err := os.MkdirTemp("/var/tmp", "bench-share-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(underVar) })
+	for _, d := range []string{underTmp, underVar} {
+		if err := os.WriteFile(filepath.Join(d, "tool"), []byte("#!/bin/sh\necho shared-ok\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	b, err := New(Options{Dir: dir, Unclustered: true, Share: []string{underTmp, underVar}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Down(); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(b.NodeDir(1), "share")); !os.IsNotExist(err) {
+			t.Errorf("stage directories left after down: %v", err)
+		}
+		for _, d := range []string{underTmp, underVar} {
+			if _, err := os.Stat(filepath.Join(d, "tool")); err != nil {
+				t.Errorf("shared file gone on the host: %v", err)
+			}
+		}
+	})
+	if err := b.Up(1); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{underTmp, underVar} {
+		if out, err := b.Exec(1, filepath.Join(d, "tool")); err != nil || out != "shared-ok\n" {
+			t.Errorf("%s/tool in the node: %q, %v", d, out, err)
+		}
+		if _, err := b.Exec(1, "touch", filepath.Join(d, "new")); err == nil {
+			t.Errorf("%s is writable from the node", d)
+		}
+	}
+	if _, err := b.Exec(1, "test", "-e", filepath.Join(dir, "state.json")); err == nil {
+		t.Error("the node sees the host's /tmp beside the shared directory")
+	}
+	if out, err := b.Exec(1, "sh", "-c", "echo x > /tmp/node-own && cat /tmp/node-own"); err != nil || out != "x\n" {
+		t.Errorf("node's own /tmp: %q, %v", out, err)
+	}
+	if _, err := os.Stat("/tmp/node-own"); err == nil {
+		t.Error("a node's /tmp write reached the host")
+	}
+}

@@ -202,7 +202,8 @@ func (b *Bench) waitCorosyncIPC(i int, timeout time.Duration) error {
 }
 
 // StartPmxcfs starts binary (a host path that must also be visible inside the
-// node, so not under /tmp, /run, /etc or /var) with args in node i. It does not
+// node: under /tmp, /run, /etc or /var only in a directory of Options.Share) with
+// args in node i. It does not
 // wait for the mount; see WaitPmxcfs.
 func (b *Bench) StartPmxcfs(i int, binary string, args ...string) error {
 	b.mu.Lock()
@@ -212,7 +213,7 @@ func (b *Bench) StartPmxcfs(i int, binary string, args ...string) error {
 		return err
 	}
 	if _, err := b.exec(i, 10*time.Second, "test", "-x", abs); err != nil {
-		return fmt.Errorf("node %d: %s is not an executable inside the node (binaries under /tmp, /run, /etc, /var are hidden there)", i, abs)
+		return fmt.Errorf("node %d: %s is not an executable inside the node (a node sees directories under /tmp, /run, /etc, /var only when Options.Share names them)", i, abs)
 	}
 	ns, err := b.node(i)
 	if err != nil {

@@ -41,12 +41,51 @@ func (b *Bench) overlays() string {
 // directory used as mount point that gets deleted on the host silently detaches
 // the mount in every namespace); the bind sources live in the bench dir, which
 // /tmp's tmpfs hides only after the binds are made.
+//
+// Shared directories are bound read-only onto stages in the bench dir before
+// anything covers their path, then moved to that path: into an overlay once it is
+// mounted, or into a fresh tmpfs before that tmpfs is moved over /run, /dev/shm or
+// /tmp (a moved mount takes the mounts below it along). So every mount point is in
+// the node's overlay or tmpfs, and the stages stay empty directories on the host.
+// (-n: a move would update /run/mount/utab, which the fresh /run does not have.)
 const nodeSetupScript = `set -eu
-d=$1; name=$2; overlays=$3; shift 3
+# Everything below would cover the host's own directories if run outside a node.
+if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
+	echo "bench: node setup outside a node's mount namespace" >&2; exit 1
+fi
+d=$1; name=$2; overlays=$3; nshare=$4; shift 4
 hostname "$name"
+k=0
+while [ $k -lt "$nshare" ]; do
+	k=$((k + 1))
+	eval "share_$k=\$1"
+	mkdir -p "$d/share/$k"
+	mount --bind -o ro "$1" "$d/share/$k"
+	shift
+done
+# place PREFIX ROOT: move each staged share below PREFIX to the same place below ROOT.
+place() {
+	k=0
+	while [ $k -lt "$nshare" ]; do
+		k=$((k + 1))
+		eval "s=\$share_$k"
+		case $s in "$1"/*)
+			mkdir -p "$2${s#"$1"}"
+			mount -n --move "$d/share/$k" "$2${s#"$1"}"
+		esac
+	done
+}
+# fresh PATH NAME OPTIONS: a new tmpfs on PATH, with the shares below PATH already in it.
+fresh() {
+	mkdir -p "$d/fresh"
+	mount -t tmpfs -o "$3" "$2" "$d/fresh"
+	place "$1" "$d/fresh"
+	mount -n --move "$d/fresh" "$1"
+}
 for p in $overlays; do
 	mkdir -p "$d/ovl/$p/upper" "$d/ovl/$p/work"
 	mount -t overlay "bench-$p" -o "lowerdir=/$p,upperdir=$d/ovl/$p/upper,workdir=$d/ovl/$p/work" "/$p"
+	place "/$p" "/$p"
 done
 while [ $# -gt 0 ]; do
 	src=$d/$1; dst=$2; shift 2
@@ -55,10 +94,10 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p /etc/pve
 mount -t tmpfs -o ro,mode=0755,size=16k pve-placeholder /etc/pve
-mount -t tmpfs -o mode=0755,nosuid,nodev,size=64m bench-run /run
+fresh /run bench-run mode=0755,nosuid,nodev,size=64m
 mkdir -p /run/lock /run/pve-cluster /run/corosync
-mount -t tmpfs -o mode=1777,nosuid,nodev,size=256m bench-shm /dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev,size=256m bench-tmp /tmp
+fresh /dev/shm bench-shm mode=1777,nosuid,nodev,size=256m
+fresh /tmp bench-tmp mode=1777,nosuid,nodev,size=256m
 # sysfs of the node's own netns (best effort; only informational tools use it)
 if umount -l /sys 2>/dev/null; then mount -t sysfs bench-sys /sys || true; fi
 `
@@ -235,7 +274,8 @@ func (b *Bench) createNode(i int) error {
 			return err
 		}
 	}
-	args := []string{"-t", pid, "-n", "-m", "-u", "--", "/bin/sh", "-c", nodeSetupScript, "sh", d, NodeName(i), b.overlays()}
+	args := []string{"-t", pid, "-n", "-m", "-u", "--", "/bin/sh", "-c", nodeSetupScript, "sh", d, NodeName(i), b.overlays(), strconv.Itoa(len(b.st.Share))}
+	args = append(args, b.st.Share...)
 	for _, bind := range nodeBinds {
 		args = append(args, bind.name, bind.path)
 	}
@@ -312,6 +352,7 @@ func (b *Bench) Down() error {
 			}
 		}
 		ns.Holder = 0
+		b.removeStages(i)
 		// The veth pair vanishes with the node's netns, but asynchronously;
 		// delete it explicitly only if it outlives that.
 		veth := b.VethName(i)
@@ -335,6 +376,15 @@ func (b *Bench) Down() error {
 		_ = b.save()
 	}
 	return errors.Join(errs...)
+}
+
+// removeStages deletes node i's empty stage directories for shared directories and fresh
+// tmpfs once its namespaces are gone; os.Remove never descends into anything.
+func (b *Bench) removeStages(i int) {
+	stages, _ := filepath.Glob(filepath.Join(b.NodeDir(i), "share", "*"))
+	for _, p := range append(stages, filepath.Join(b.NodeDir(i), "share"), filepath.Join(b.NodeDir(i), "fresh")) {
+		_ = os.Remove(p)
+	}
 }
 
 // pidsInNode lists the processes living in node i's mount namespace.

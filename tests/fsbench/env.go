@@ -104,10 +104,12 @@ type env struct {
 
 const pveDir = "/etc/pve"
 
-func newEnv(dir string, nodes int, local bool) (*env, error) {
+// share lists host directories the nodes must see (the daemons' binaries), even where
+// the nodes' private /tmp, /run, /etc or /var hide them.
+func newEnv(dir string, nodes int, local bool, share []string) (*env, error) {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
-	b, err := bench.New(bench.Options{Dir: dir, Unclustered: local, Log: log})
+	b, err := bench.New(bench.Options{Dir: dir, Unclustered: local, Log: log, Share: share})
 	if err != nil {
 		return nil, err
 	}

@@ -235,7 +235,11 @@ func (r *runner) runGroup(work string, cluster bool, group []workload, sides []s
 		nodes, name = 3, "cluster"
 	}
 	fmt.Fprintf(os.Stderr, "[%s] %s bench: starting %d node(s)\n", r.elapsed(), name, nodes)
-	e, err := newEnv(filepath.Join(work, name), nodes, !cluster)
+	var share []string
+	for _, s := range sides {
+		share = append(share, filepath.Dir(s.bin))
+	}
+	e, err := newEnv(filepath.Join(work, name), nodes, !cluster, share)
 	if err != nil {
 		return fmt.Errorf("%s bench: %w", name, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -190,7 +191,12 @@ func up(dir string, args []string) error {
 	if len(bins) != 0 && len(bins) != n {
 		return fmt.Errorf("give one BIN for all nodes or exactly %d", n)
 	}
-	b, err := bench.New(bench.Options{ID: *id, Dir: dir, TokenMS: *token})
+	// The nodes must see the binaries, wherever they were built.
+	var share []string
+	for _, bin := range bins {
+		share = append(share, filepath.Dir(bin))
+	}
+	b, err := bench.New(bench.Options{ID: *id, Dir: dir, TokenMS: *token, Share: share})
 	if err != nil {
 		return err
 	}
