@@ -10,7 +10,7 @@ NODE    ?= $(shell hostname -s)
 NODE_IP ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),192.0.2.1)
 
 DEB_PACKAGES := gcc pkg-config sqlite3 libsqlite3-dev fuse3 corosync libcorosync-common-dev \
-	libcpg-dev libvotequorum-dev libquorum-dev libcmap-dev libqb-dev librrd-dev rrdtool rrdcached \
+	libcpg-dev libquorum-dev libcmap-dev libqb-dev librrd-dev rrdtool rrdcached \
 	iproute2 util-linux
 
 .PHONY: all deps test-deps build run test bench vet clean
