@@ -163,7 +163,6 @@ type fakeLib struct {
 	dispatched chan struct{}
 	finalized  int
 	owner      string
-	hangup     bool
 }
 
 func newFakeLib(t *testing.T) *fakeLib {
