@@ -1,6 +1,6 @@
-// Package ipc answers the requests of pmxcfs's "pve2" IPC service (inventory
-// §5): it decodes upstream's request layouts, applies the connection and
-// read-only rules and serves each operation from status and memdb. The
+// Package ipc answers the requests of pmxcfs's "pve2" IPC service (upstream's
+// server.c:s1_msg_process_fn): it decodes upstream's request layouts, applies the
+// connection and read-only rules and serves each operation from status and memdb. The
 // transport (libqb) is package qb; this package is pure Go.
 package ipc
 
