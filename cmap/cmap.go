@@ -172,7 +172,7 @@ func wrongType(key string, got Type, want Type) error {
 		Detail: fmt.Sprintf("%s is %s, not %s", key, got, want)}
 }
 
-// GetUint32 reads a u32 key; any other type is an ErrInvalidParam error
+// GetUint32 reads a u32 key; any other type is a CS_ERR_INVALID_PARAM error
 // naming both types.
 func (h *Handle) GetUint32(key string) (uint32, error) {
 	v, err := h.Get(key)
@@ -185,7 +185,7 @@ func (h *Handle) GetUint32(key string) (uint32, error) {
 	return 0, wrongType(key, v.Type, TypeUint32)
 }
 
-// GetUint64 reads a u64 key; any other type is an ErrInvalidParam error.
+// GetUint64 reads a u64 key; any other type is a CS_ERR_INVALID_PARAM error.
 func (h *Handle) GetUint64(key string) (uint64, error) {
 	v, err := h.Get(key)
 	if err != nil {
@@ -197,7 +197,7 @@ func (h *Handle) GetUint64(key string) (uint64, error) {
 	return 0, wrongType(key, v.Type, TypeUint64)
 }
 
-// GetString reads a string key; any other type is an ErrInvalidParam error.
+// GetString reads a string key; any other type is a CS_ERR_INVALID_PARAM error.
 func (h *Handle) GetString(key string) (string, error) {
 	v, err := h.Get(key)
 	if err != nil {

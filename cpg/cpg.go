@@ -70,7 +70,7 @@ type Handle struct {
 }
 
 // Initialize connects to corosync with plain cpg_initialize, as upstream
-// does. Without a running corosync this fails with ErrLibrary.
+// does. Without a running corosync this fails with CS_ERR_LIBRARY (cs.ErrLibrary).
 func Initialize(cb Callbacks) (*Handle, error) {
 	h := &Handle{cb: cb}
 	conn, err := cs.Open(cs.Lib{
@@ -98,7 +98,7 @@ func (h *Handle) SetLogger(l logrus.FieldLogger) { h.conn.SetLogger(l) }
 
 // Close finalizes the handle once no call is using it any more. It is safe
 // to call more than once, concurrently with Dispatch, and from a callback; later
-// calls on the handle fail with ErrBadHandle.
+// calls on the handle fail with CS_ERR_BAD_HANDLE.
 func (h *Handle) Close() error {
 	h.conn.Close()
 	return nil

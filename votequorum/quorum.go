@@ -91,7 +91,7 @@ func (q *Quorum) TrackStart() error {
 }
 
 // Run polls and dispatches until ctx is done (ctx.Err()), Close (nil) or a
-// dispatch failure such as ErrLibrary when corosync went away.
+// dispatch failure such as CS_ERR_LIBRARY when corosync went away.
 func (q *Quorum) Run(ctx context.Context) error { return q.conn.Run(ctx) }
 
 //export goQuorumNotify
