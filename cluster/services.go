@@ -1,6 +1,7 @@
 // Package cluster runs the daemon's corosync services (quorum and configuration watchers, and
-// later the two DFSM groups), restarting each one after a failure the way upstream's service
-// loop does, so a corosync that is down or restarted is survived without intervention.
+// the two DFSM groups pve_dcdb_v1 and pve_kvstore_v1), restarting each one after a failure the
+// way upstream's service loop does, so a corosync that is down or restarted is survived
+// without intervention.
 package cluster
 
 import (

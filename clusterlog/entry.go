@@ -25,9 +25,7 @@ const (
 	MaxEntrySize = 4096
 	// DefaultRingSize is the ring size every upstream node uses (CLOG_DEFAULT_SIZE).
 	DefaultRingSize = 8192 * 16
-	// MinRingSize is the smallest ring upstream accepts.
-	MinRingSize    = MaxEntrySize * 10
-	ringHeaderSize = 8
+	ringHeaderSize  = 8
 )
 
 // ErrBadEntry is wrapped by every entry decoding error.
@@ -241,20 +239,12 @@ func cstring(s string) string {
 	return s
 }
 
-// EscapeMessage is upstream's utf8_to_ascii with quote escaping and an unlimited buffer:
-// '"' becomes \", control characters and DEL become #NNN, other BMP characters \uXXXX
-// (lowercase hex), characters above U+FFFF are dropped; input that is not valid UTF-8 is
-// treated byte-wise with non-ASCII bytes (and DEL) becoming '?'. Backslash is kept as is.
-func EscapeMessage(msg string) string {
-	var out []byte
-	for _, u := range escapeUnits(cstring(msg), -1) {
-		out = append(out, u...)
-	}
-	return string(out)
-}
-
-// escapeUnits escapes msg into output units (one per input character). With bufsize >= 0
-// it stops like upstream once the output reaches bufsize-7 bytes.
+// escapeUnits escapes msg into output units (one per input character) like upstream's
+// cfs-utils.c:utf8_to_ascii with quote escaping: '"' becomes \", control characters and DEL
+// become #NNN, other BMP characters \uXXXX (lowercase hex), characters above U+FFFF are
+// dropped; input that is not valid UTF-8 is treated byte-wise with non-ASCII bytes (and DEL)
+// becoming '?'. Backslash is kept as is. With bufsize >= 0 it stops like upstream once the
+// output reaches bufsize-7 bytes; -1 means no limit.
 func escapeUnits(msg string, bufsize int) [][]byte {
 	var units [][]byte
 	n := 0

@@ -1,5 +1,5 @@
 // C trampoline: libcmap calls it during cmap_dispatch with the track's
-// user_data, a runtime/cgo.Handle number naming the Go callback.
+// user_data, an internal/cs registry key naming the Go callback.
 #include <stdint.h>
 #include <corosync/cmap.h>
 #include "_cgo_export.h"

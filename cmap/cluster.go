@@ -34,7 +34,7 @@ type Cluster struct {
 func (h *Handle) ReadCluster() (*Cluster, error) {
 	version, err := h.GetUint64(KeyConfigVersion)
 	if err != nil {
-		h.log.Errorf("cmap_get %s failed: %v", KeyConfigVersion, err)
+		h.conn.Log().Errorf("cmap_get %s failed: %v", KeyConfigVersion, err)
 		version = 0
 	}
 	name, err := h.GetString(KeyClusterName)
@@ -70,13 +70,13 @@ func (h *Handle) ReadCluster() (*Cluster, error) {
 		switch sub {
 		case "nodeid":
 			if v, err := h.GetUint32(k.Name); err != nil {
-				h.log.Errorf("cmap_get %s failed: %v", k.Name, err)
+				h.conn.Log().Errorf("cmap_get %s failed: %v", k.Name, err)
 			} else {
 				cur.ID = v
 			}
 		case "quorum_votes":
 			if v, err := h.GetUint32(k.Name); err != nil {
-				h.log.Errorf("cmap_get %s failed: %v", k.Name, err)
+				h.conn.Log().Errorf("cmap_get %s failed: %v", k.Name, err)
 			} else {
 				cur.Votes = v
 			}
@@ -86,14 +86,14 @@ func (h *Handle) ReadCluster() (*Cluster, error) {
 				break
 			}
 			if v, err := h.GetString(k.Name); err != nil {
-				h.log.Errorf("cmap_get %s failed: %v", k.Name, err)
+				h.conn.Log().Errorf("cmap_get %s failed: %v", k.Name, err)
 			} else {
 				cur.Name, haveName = v, true
 			}
 		case "name":
 			cur.Name, haveName = "", false
 			if v, err := h.GetString(k.Name); err != nil {
-				h.log.Errorf("cmap_get %s failed: %v", k.Name, err)
+				h.conn.Log().Errorf("cmap_get %s failed: %v", k.Name, err)
 			} else {
 				cur.Name, haveName = v, true
 			}

@@ -18,33 +18,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"unsafe"
 
 	"github.com/pmxcfs-go/pmxcfs/internal/cs"
 	"github.com/sirupsen/logrus"
 )
-
-// Error and Code are the shared corosync error types; errors.Is(err,
-// ErrNotExist) and friends work on every error returned here.
-type (
-	Error = cs.Error
-	Code  = cs.Code
-)
-
-// Sentinels for errors.Is.
-const (
-	ErrLibrary      = cs.ErrLibrary
-	ErrTryAgain     = cs.ErrTryAgain
-	ErrBadHandle    = cs.ErrBadHandle
-	ErrInvalidParam = cs.ErrInvalidParam
-	ErrNotExist     = cs.ErrNotExist
-	ErrAccess       = cs.ErrAccess
-	ErrNameTooLong  = cs.ErrNameTooLong
-)
-
-// Upstream logs a dispatch retry every 100 attempts (confdb.c).
-const dispatchLogEvery = 100
 
 // Type is a cmap value type (cmap_value_types_t).
 type Type int32
@@ -114,61 +92,54 @@ func (v Value) String() (string, bool) {
 
 // Handle is one cmap connection.
 type Handle struct {
-	c      C.cmap_handle_t
-	g      *cs.Guard
-	log    logrus.FieldLogger
-	mu     sync.Mutex
-	tracks map[TrackID]uintptr // cmap track -> registry key
+	c    C.cmap_handle_t
+	conn *cs.Conn
 }
 
 // Initialize connects with cmap_initialize; without corosync it fails with
-// ErrLibrary.
+// CS_ERR_LIBRARY.
 func Initialize() (*Handle, error) {
-	h := &Handle{log: logrus.StandardLogger(), tracks: map[TrackID]uintptr{}}
-	if err := cs.Check("cmap_initialize", cs.Code(C.cmap_initialize(&h.c))); err != nil {
-		return nil, err
-	}
-	g, err := cs.NewGuard(h.finalize)
+	h := &Handle{}
+	conn, err := cs.Open(cs.Lib{
+		Name: "cmap",
+		FdGet: func() (int, cs.Code) {
+			var fd C.int
+			code := C.cmap_fd_get(h.c, &fd)
+			return int(fd), cs.Code(code)
+		},
+		Dispatch:       func() cs.Code { return cs.Code(C.cmap_dispatch(h.c, C.CS_DISPATCH_ALL)) },
+		Finalize:       func() cs.Code { return cs.Code(C.cmap_finalize(h.c)) },
+		DispatchPolicy: cs.Service,
+	}, nil, func(uintptr) error {
+		// cmap has no connection context; each track carries its own (see Track).
+		return cs.Check("cmap_initialize", cs.Code(C.cmap_initialize(&h.c)))
+	})
 	if err != nil {
-		C.cmap_finalize(h.c)
 		return nil, err
 	}
-	h.g = g
+	h.conn = conn
 	return h, nil
 }
 
 // SetLogger sets where retry and ReadCluster messages go (default: the
 // logrus standard logger).
-func (h *Handle) SetLogger(l logrus.FieldLogger) { h.log = l }
-
-func (h *Handle) finalize() {
-	if err := cs.Check("cmap_finalize", cs.Code(C.cmap_finalize(h.c))); err != nil {
-		h.log.Debugf("%v", err)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, k := range h.tracks {
-		unregister(k)
-		delete(h.tracks, id)
-	}
-}
+func (h *Handle) SetLogger(l logrus.FieldLogger) { h.conn.SetLogger(l) }
 
 // Close finalizes the handle (dropping its tracks) once no call uses it.
 // Safe to call twice, concurrently with Run and from a track callback.
 func (h *Handle) Close() error {
-	h.g.Close()
+	h.conn.Close()
 	return nil
 }
 
+// call runs f under the connection's guard; a failure names key.
 func (h *Handle) call(op, key string, f func() C.cs_error_t) error {
-	if !h.g.Enter() {
-		return cs.Closed(op)
-	}
-	defer h.g.Leave()
-	if c := cs.Code(f()); c != cs.OK {
-		return &cs.Error{Op: op, Code: c, Detail: key}
-	}
-	return nil
+	return h.conn.Use(op, func() error {
+		if c := cs.Code(f()); c != cs.OK {
+			return &cs.Error{Op: op, Code: c, Detail: key}
+		}
+		return nil
+	})
 }
 
 // Get returns the raw value of key.
@@ -201,7 +172,7 @@ func wrongType(key string, got Type, want Type) error {
 		Detail: fmt.Sprintf("%s is %s, not %s", key, got, want)}
 }
 
-// GetUint32 reads a u32 key; any other type is an ErrInvalidParam error
+// GetUint32 reads a u32 key; any other type is a CS_ERR_INVALID_PARAM error
 // naming both types.
 func (h *Handle) GetUint32(key string) (uint32, error) {
 	v, err := h.Get(key)
@@ -214,7 +185,7 @@ func (h *Handle) GetUint32(key string) (uint32, error) {
 	return 0, wrongType(key, v.Type, TypeUint32)
 }
 
-// GetUint64 reads a u64 key; any other type is an ErrInvalidParam error.
+// GetUint64 reads a u64 key; any other type is a CS_ERR_INVALID_PARAM error.
 func (h *Handle) GetUint64(key string) (uint64, error) {
 	v, err := h.Get(key)
 	if err != nil {
@@ -226,7 +197,7 @@ func (h *Handle) GetUint64(key string) (uint64, error) {
 	return 0, wrongType(key, v.Type, TypeUint64)
 }
 
-// GetString reads a string key; any other type is an ErrInvalidParam error.
+// GetString reads a string key; any other type is a CS_ERR_INVALID_PARAM error.
 func (h *Handle) GetString(key string) (string, error) {
 	v, err := h.Get(key)
 	if err != nil {
@@ -249,31 +220,33 @@ type Key struct {
 func (h *Handle) Keys(prefix string) ([]Key, error) {
 	cprefix := C.CString(prefix)
 	defer C.free(unsafe.Pointer(cprefix))
-	if !h.g.Enter() {
-		return nil, cs.Closed("cmap_iter_init")
-	}
-	defer h.g.Leave()
-	var iter C.cmap_iter_handle_t
-	if c := cs.Code(C.cmap_iter_init(h.c, cprefix, &iter)); c != cs.OK {
-		return nil, &cs.Error{Op: "cmap_iter_init", Code: c, Detail: prefix}
-	}
 	var keys []Key
-	var name [C.CMAP_KEYNAME_MAXLEN + 1]C.char
-	for {
-		var n C.size_t
-		var typ C.cmap_value_types_t
-		c := cs.Code(C.cmap_iter_next(h.c, iter, &name[0], &n, &typ))
-		if c == cs.ErrNoSections {
-			break
+	err := h.conn.Use("cmap_iter_init", func() error {
+		var iter C.cmap_iter_handle_t
+		if c := cs.Code(C.cmap_iter_init(h.c, cprefix, &iter)); c != cs.OK {
+			return &cs.Error{Op: "cmap_iter_init", Code: c, Detail: prefix}
 		}
-		if c != cs.OK {
-			C.cmap_iter_finalize(h.c, iter)
-			return nil, &cs.Error{Op: "cmap_iter_next", Code: c, Detail: prefix}
+		var name [C.CMAP_KEYNAME_MAXLEN + 1]C.char
+		for {
+			var n C.size_t
+			var typ C.cmap_value_types_t
+			c := cs.Code(C.cmap_iter_next(h.c, iter, &name[0], &n, &typ))
+			if c == cs.ErrNoSections {
+				break
+			}
+			if c != cs.OK {
+				C.cmap_iter_finalize(h.c, iter)
+				return &cs.Error{Op: "cmap_iter_next", Code: c, Detail: prefix}
+			}
+			keys = append(keys, Key{Name: C.GoString(&name[0]), Type: Type(typ), Len: int(n)})
 		}
-		keys = append(keys, Key{Name: C.GoString(&name[0]), Type: Type(typ), Len: int(n)})
-	}
-	if c := cs.Code(C.cmap_iter_finalize(h.c, iter)); c != cs.OK {
-		return nil, &cs.Error{Op: "cmap_iter_finalize", Code: c, Detail: prefix}
+		if c := cs.Code(C.cmap_iter_finalize(h.c, iter)); c != cs.OK {
+			return &cs.Error{Op: "cmap_iter_finalize", Code: c, Detail: prefix}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return keys, nil
 }
@@ -306,113 +279,28 @@ type Change struct {
 	Old   Value
 }
 
-// TrackID names a track for TrackDelete.
+// TrackID is corosync's name of a track (cmap_track_handle_t).
 type TrackID uint64
 
-type track struct {
-	h  *Handle
-	fn func(Change)
-}
-
-// The registry maps the user_data number given to corosync to its track. A
-// lookup (rather than a runtime/cgo.Handle) lets a notification that races
-// with TrackDelete be dropped instead of panicking.
-var registry = struct {
-	sync.Mutex
-	next   uintptr
-	tracks map[uintptr]*track
-}{tracks: map[uintptr]*track{}}
-
-func register(t *track) uintptr {
-	registry.Lock()
-	defer registry.Unlock()
-	registry.next++
-	registry.tracks[registry.next] = t
-	return registry.next
-}
-
-func unregister(k uintptr) {
-	registry.Lock()
-	defer registry.Unlock()
-	delete(registry.tracks, k)
-}
-
-func lookup(k uintptr) *track {
-	registry.Lock()
-	defer registry.Unlock()
-	return registry.tracks[k]
-}
-
-// Track calls fn (from Dispatch/Run, in order) for every change of key, or
-// of every key under it with TrackPrefix.
+// Track calls fn (from Run, in order) for every change of key, or of every key under it
+// with TrackPrefix, until the handle is closed.
 func (h *Handle) Track(key string, flags TrackFlags, fn func(Change)) (TrackID, error) {
 	ckey := C.CString(key)
 	defer C.free(unsafe.Pointer(ckey))
-	k := register(&track{h: h, fn: fn})
+	k := h.conn.Register(fn)
 	var id C.cmap_track_handle_t
 	if err := h.call("cmap_track_add", key, func() C.cs_error_t {
 		return C.pmx_cmap_track_add(h.c, ckey, C.int32_t(flags), C.uintptr_t(k), &id)
 	}); err != nil {
-		unregister(k)
+		h.conn.Unregister(k)
 		return 0, err
 	}
-	h.mu.Lock()
-	h.tracks[TrackID(id)] = k
-	h.mu.Unlock()
 	return TrackID(id), nil
 }
 
-// TrackDelete stops a track.
-func (h *Handle) TrackDelete(id TrackID) error {
-	err := h.call("cmap_track_delete", "", func() C.cs_error_t {
-		return C.cmap_track_delete(h.c, C.cmap_track_handle_t(id))
-	})
-	if err == nil {
-		h.mu.Lock()
-		if k, ok := h.tracks[id]; ok {
-			unregister(k)
-			delete(h.tracks, id)
-		}
-		h.mu.Unlock()
-	}
-	return err
-}
-
-// Fd returns the descriptor that becomes readable when Dispatch has work.
-func (h *Handle) Fd() (int, error) {
-	var fd C.int
-	err := h.call("cmap_fd_get", "", func() C.cs_error_t { return C.cmap_fd_get(h.c, &fd) })
-	return int(fd), err
-}
-
-// Dispatch delivers all pending notifications (CS_DISPATCH_ALL), retrying
-// TRY_AGAIN every 100 ms until ctx is done.
-func (h *Handle) Dispatch(ctx context.Context) error {
-	closed := false
-	err := cs.Retry(ctx, h.log, "cmap_dispatch", 0, dispatchLogEvery, func() cs.Code {
-		if !h.g.Enter() {
-			closed = true
-			return cs.ErrBadHandle
-		}
-		defer h.g.Leave()
-		return cs.Code(C.cmap_dispatch(h.c, C.CS_DISPATCH_ALL))
-	})
-	if closed {
-		return cs.Closed("cmap_dispatch")
-	}
-	return err
-}
-
 // Run polls and dispatches until ctx is done (ctx.Err()), Close (nil) or a
-// dispatch failure such as ErrLibrary when corosync went away.
-func (h *Handle) Run(ctx context.Context) error {
-	fd := func() (int, error) {
-		var fd C.int
-		err := cs.Check("cmap_fd_get", cs.Code(C.cmap_fd_get(h.c, &fd)))
-		return int(fd), err
-	}
-	return cs.RunLoop(ctx, h.g, "cmap_dispatch", fd, func() error { return h.Dispatch(ctx) })
-}
+// dispatch failure such as CS_ERR_LIBRARY when corosync went away.
+func (h *Handle) Run(ctx context.Context) error { return h.conn.Run(ctx) }
 
 func goValue(typ C.int, data unsafe.Pointer, n C.size_t) Value {
 	v := Value{Type: Type(typ)}
@@ -426,11 +314,11 @@ func goValue(typ C.int, data unsafe.Pointer, n C.size_t) Value {
 func goCmapNotify(ctx C.uintptr_t, event C.int32_t, key *C.char,
 	newType C.int, newData unsafe.Pointer, newLen C.size_t,
 	oldType C.int, oldData unsafe.Pointer, oldLen C.size_t) {
-	tr := lookup(uintptr(ctx))
-	if tr == nil || tr.fn == nil || tr.h.g.Closing() {
+	fn, ok := cs.Lookup[func(Change)](uintptr(ctx))
+	if !ok || fn == nil {
 		return
 	}
-	tr.fn(Change{
+	fn(Change{
 		Event: Event(event),
 		Key:   C.GoString(key),
 		New:   goValue(newType, newData, newLen),

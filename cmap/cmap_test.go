@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmxcfs-go/pmxcfs/internal/corotest"
+	"github.com/pmxcfs-go/pmxcfs/internal/cs"
 )
 
 func TestMain(m *testing.M) { os.Exit(corotest.Main(m)) }
@@ -73,11 +74,11 @@ func TestReadsAndTypes(t *testing.T) {
 		t.Fatalf("ReadCluster = %+v, want %+v", c, want)
 	}
 
-	if _, err := h.GetUint32(KeyConfigVersion); !errors.Is(err, ErrInvalidParam) ||
+	if _, err := h.GetUint32(KeyConfigVersion); !errors.Is(err, cs.ErrInvalidParam) ||
 		!strings.Contains(err.Error(), "totem.config_version is u64, not u32") {
 		t.Errorf("GetUint32 of a u64: %v", err)
 	}
-	if _, err := h.GetString("totem.no_such_key"); !errors.Is(err, ErrNotExist) {
+	if _, err := h.GetString("totem.no_such_key"); !errors.Is(err, cs.ErrNotExist) {
 		t.Errorf("missing key: %v", err)
 	} else {
 		t.Log(err)
@@ -195,7 +196,7 @@ func TestTrackReload(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run after Close: %v", err)
 	}
-	if _, err := h.GetString(KeyClusterName); !errors.Is(err, ErrBadHandle) {
+	if _, err := h.GetString(KeyClusterName); !errors.Is(err, cs.ErrBadHandle) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
@@ -211,18 +212,18 @@ func TestCorosyncDiesAndComesBack(t *testing.T) {
 	co.Kill()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrLibrary) {
+		if !errors.Is(err, cs.ErrLibrary) {
 			t.Fatalf("Run = %v, want CS_ERR_LIBRARY", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not notice corosync dying")
 	}
-	if _, err := h.GetString(KeyClusterName); !errors.Is(err, ErrLibrary) {
+	if _, err := h.GetString(KeyClusterName); !errors.Is(err, cs.ErrLibrary) {
 		t.Fatalf("GetString after kill: %v", err)
 	} else {
 		t.Log(err)
 	}
-	if _, err := Initialize(); !errors.Is(err, ErrLibrary) {
+	if _, err := Initialize(); !errors.Is(err, cs.ErrLibrary) {
 		t.Fatalf("Initialize without corosync: %v", err)
 	}
 	co.Restart()

@@ -1,5 +1,5 @@
 // C trampolines: corosync calls these during cpg_dispatch; they find the Go
-// handle through the cpg context (a runtime/cgo.Handle number) and call Go.
+// handle through the cpg context (an internal/cs registry key) and call Go.
 #include <stdint.h>
 #include <string.h>
 #include <sys/uio.h>

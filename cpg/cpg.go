@@ -17,7 +17,6 @@ import "C"
 
 import (
 	"context"
-	"runtime/cgo"
 	"sync"
 	"unsafe"
 
@@ -25,53 +24,18 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Error and Code are the shared corosync error types; errors.Is(err,
-// ErrTryAgain) and friends work on every error returned here.
-type (
-	Error = cs.Error
-	Code  = cs.Code
-)
-
-// Sentinels for errors.Is.
-const (
-	ErrLibrary      = cs.ErrLibrary
-	ErrTryAgain     = cs.ErrTryAgain
-	ErrBadHandle    = cs.ErrBadHandle
-	ErrInvalidParam = cs.ErrInvalidParam
-	ErrNameTooLong  = cs.ErrNameTooLong
-	ErrExist        = cs.ErrExist
-	ErrNotExist     = cs.ErrNotExist
-	ErrTooBig       = cs.ErrTooBig
-	ErrAccess       = cs.ErrAccess
-)
+// ErrTryAgain matches (errors.Is) a send refused because the group is congested. Every
+// error returned here is a *cs.Error, so the other cs codes match as well.
+const ErrTryAgain = cs.ErrTryAgain
 
 // MaxGroupName is the longest group name; the NUL that is counted in the
 // wire length takes the last byte of CPG_MAX_NAME_LENGTH.
 const MaxGroupName = C.CPG_MAX_NAME_LENGTH - 1
 
-// Upstream's send policy (dfsm.c): up to 100 retries 100 ms apart on
-// TRY_AGAIN, with a log line every 10 retries.
-const (
-	mcastRetries = 100
-	logEvery     = 10
-)
-
-// Reason says why a member joined or left (cpg_reason_t).
-type Reason uint32
-
-const (
-	ReasonJoin     Reason = C.CPG_REASON_JOIN
-	ReasonLeave    Reason = C.CPG_REASON_LEAVE
-	ReasonNodeDown Reason = C.CPG_REASON_NODEDOWN
-	ReasonNodeUp   Reason = C.CPG_REASON_NODEUP
-	ReasonProcDown Reason = C.CPG_REASON_PROCDOWN
-)
-
 // Address is one group member: a process on a node.
 type Address struct {
 	NodeID uint32
 	PID    uint32
-	Reason Reason
 }
 
 // Message is one delivered multicast. Data is a Go copy.
@@ -90,8 +54,8 @@ type ConfChg struct {
 	Joined  []Address
 }
 
-// Callbacks are called on the goroutine running Dispatch or Run, one at a
-// time and in corosync's delivery order. They may call Mcast and Close.
+// Callbacks are called on the goroutine running Dispatch, one at a time and in corosync's
+// delivery order. They may call TryMcast and Close.
 type Callbacks struct {
 	Deliver func(Message)
 	ConfChg func(ConfChg)
@@ -101,89 +65,63 @@ type Callbacks struct {
 type Handle struct {
 	c      C.cpg_handle_t
 	cb     Callbacks
-	self   cgo.Handle
-	g      *cs.Guard
+	conn   *cs.Conn
 	sendMu sync.Mutex // serialises join, leave and mcast, as upstream's cpg_mutex
-	log    logrus.FieldLogger
 }
 
 // Initialize connects to corosync with plain cpg_initialize, as upstream
-// does. Without a running corosync this fails with ErrLibrary.
+// does. Without a running corosync this fails with CS_ERR_LIBRARY (cs.ErrLibrary).
 func Initialize(cb Callbacks) (*Handle, error) {
-	h := &Handle{cb: cb, log: logrus.StandardLogger()}
-	h.self = cgo.NewHandle(h)
-	if err := cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(h.self)))); err != nil {
-		h.self.Delete()
-		return nil, err
-	}
-	g, err := cs.NewGuard(h.finalize)
+	h := &Handle{cb: cb}
+	conn, err := cs.Open(cs.Lib{
+		Name: "cpg",
+		FdGet: func() (int, cs.Code) {
+			var fd C.int
+			code := C.cpg_fd_get(h.c, &fd)
+			return int(fd), cs.Code(code)
+		},
+		Dispatch:       func() cs.Code { return cs.Code(C.cpg_dispatch(h.c, C.CS_DISPATCH_ALL)) },
+		Finalize:       func() cs.Code { return cs.Code(C.cpg_finalize(h.c)) },
+		DispatchPolicy: cs.CPG,
+	}, h, func(key uintptr) error {
+		return cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(key))))
+	})
 	if err != nil {
-		C.cpg_finalize(h.c)
-		h.self.Delete()
 		return nil, err
 	}
-	h.g = g
+	h.conn = conn
 	return h, nil
 }
 
 // SetLogger sets where retry messages go (default: the logrus standard logger).
-func (h *Handle) SetLogger(l logrus.FieldLogger) { h.log = l }
-
-func (h *Handle) finalize() {
-	if err := cs.Check("cpg_finalize", cs.Code(C.cpg_finalize(h.c))); err != nil {
-		h.log.Debugf("%v", err)
-	}
-	h.self.Delete()
-}
+func (h *Handle) SetLogger(l logrus.FieldLogger) { h.conn.SetLogger(l) }
 
 // Close finalizes the handle once no call is using it any more. It is safe
-// to call more than once, concurrently with Run, and from a callback; later
-// calls on the handle fail with ErrBadHandle.
+// to call more than once, concurrently with Dispatch, and from a callback; later
+// calls on the handle fail with CS_ERR_BAD_HANDLE.
 func (h *Handle) Close() error {
-	h.g.Close()
+	h.conn.Close()
 	return nil
-}
-
-// call runs one C call under the guard.
-func (h *Handle) call(op string, f func() C.cs_error_t) error {
-	if !h.g.Enter() {
-		return cs.Closed(op)
-	}
-	defer h.g.Leave()
-	return cs.Check(op, cs.Code(f()))
-}
-
-// retry runs a C call with the TRY_AGAIN policy; retries <= 0 retries until
-// ctx is done.
-func (h *Handle) retry(ctx context.Context, op string, retries int, f func() C.cs_error_t) error {
-	closed := false
-	err := cs.Retry(ctx, h.log, op, retries, logEvery, func() cs.Code {
-		if !h.g.Enter() {
-			closed = true
-			return cs.ErrBadHandle
-		}
-		defer h.g.Leave()
-		return cs.Code(f())
-	})
-	if closed {
-		return cs.Closed(op)
-	}
-	return err
 }
 
 // LocalNodeID returns this node's corosync nodeid (cpg_local_get).
 func (h *Handle) LocalNodeID() (uint32, error) {
 	var id C.uint
-	err := h.call("cpg_local_get", func() C.cs_error_t { return C.cpg_local_get(h.c, &id) })
+	err := h.conn.Call("cpg_local_get", func() cs.Code { return cs.Code(C.cpg_local_get(h.c, &id)) })
 	return uint32(id), err
 }
 
 // Fd returns the descriptor that becomes readable when Dispatch has work.
-func (h *Handle) Fd() (int, error) {
-	var fd C.int
-	err := h.call("cpg_fd_get", func() C.cs_error_t { return C.cpg_fd_get(h.c, &fd) })
-	return int(fd), err
-}
+func (h *Handle) Fd() (int, error) { return h.conn.Fd() }
+
+// Run polls and dispatches until ctx ends or the connection fails, for a client that
+// needs no loop of its own (the daemon runs its own, cluster.Group.Run; fsbench's CPG
+// floor uses this one).
+func (h *Handle) Run(ctx context.Context) error { return h.conn.Run(ctx) }
+
+// Dispatch delivers every pending callback (CS_DISPATCH_ALL) without
+// blocking, retrying TRY_AGAIN until ctx is done.
+func (h *Handle) Dispatch(ctx context.Context) error { return h.conn.Dispatch(ctx) }
 
 // Join joins group, retrying TRY_AGAIN until ctx is done. The name is sent
 // with its terminating NUL counted in the length, as upstream does, so
@@ -205,77 +143,22 @@ func (h *Handle) group(ctx context.Context, op, group string, join C.int) error 
 	defer C.free(unsafe.Pointer(name))
 	h.sendMu.Lock()
 	defer h.sendMu.Unlock()
-	return h.retry(ctx, op, 0, func() C.cs_error_t {
-		return C.pmx_cpg_group(h.c, name, C.size_t(len(group)+1), join)
+	return h.conn.Retry(ctx, op, cs.CPG, func() cs.Code {
+		return cs.Code(C.pmx_cpg_group(h.c, name, C.size_t(len(group)+1), join))
 	})
 }
 
-// Mcast sends the concatenation of parts to the joined group with
-// CPG_TYPE_AGREED. On TRY_AGAIN it retries every 100 ms, up to 100 times
-// or until ctx is done, and then returns the ErrTryAgain error.
-func (h *Handle) Mcast(ctx context.Context, parts ...[]byte) error {
-	return h.mcast(ctx, mcastRetries, parts)
-}
-
-// TryMcast is Mcast with a single attempt, for callers that run their own
-// retry loop (ErrTryAgain means "congested, try later").
-func (h *Handle) TryMcast(parts ...[]byte) error {
-	return h.mcast(context.Background(), -1, parts)
-}
-
-func (h *Handle) mcast(ctx context.Context, retries int, parts [][]byte) error {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	buf := C.malloc(C.size_t(max(n, 1)))
+// TryMcast sends msg to the joined group with CPG_TYPE_AGREED in a single attempt. The
+// caller runs the retry loop (upstream's is cs.Send), so ErrTryAgain means "congested, try
+// later".
+func (h *Handle) TryMcast(msg []byte) error {
+	buf := C.CBytes(msg)
 	defer C.free(buf)
-	dst := unsafe.Slice((*byte)(buf), max(n, 1))
-	off := 0
-	for _, p := range parts {
-		off += copy(dst[off:], p)
-	}
 	h.sendMu.Lock()
 	defer h.sendMu.Unlock()
-	if retries < 0 {
-		return h.call("cpg_mcast_joined", func() C.cs_error_t { return C.pmx_cpg_mcast(h.c, buf, C.size_t(n)) })
-	}
-	return h.retry(ctx, "cpg_mcast_joined", retries, func() C.cs_error_t {
-		return C.pmx_cpg_mcast(h.c, buf, C.size_t(n))
+	return h.conn.Call("cpg_mcast_joined", func() cs.Code {
+		return cs.Code(C.pmx_cpg_mcast(h.c, buf, C.size_t(len(msg))))
 	})
-}
-
-// Dispatch delivers every pending callback (CS_DISPATCH_ALL) without
-// blocking, retrying TRY_AGAIN until ctx is done.
-func (h *Handle) Dispatch(ctx context.Context) error {
-	return h.retry(ctx, "cpg_dispatch", 0, func() C.cs_error_t {
-		return C.cpg_dispatch(h.c, C.CS_DISPATCH_ALL)
-	})
-}
-
-// Run polls the handle's fd and dispatches until ctx is done (ctx.Err()),
-// the handle is closed (nil) or dispatching fails, e.g. ErrLibrary when
-// corosync went away. Only one Run per handle.
-func (h *Handle) Run(ctx context.Context) error {
-	return cs.RunLoop(ctx, h.g, "cpg_dispatch", h.fdUnguarded, func() error { return h.Dispatch(ctx) })
-}
-
-// fdUnguarded is Fd for RunLoop, which already holds the guard.
-func (h *Handle) fdUnguarded() (int, error) {
-	var fd C.int
-	err := cs.Check("cpg_fd_get", cs.Code(C.cpg_fd_get(h.c, &fd)))
-	return int(fd), err
-}
-
-func handleFrom(ctx C.uintptr_t) *Handle {
-	if ctx == 0 {
-		return nil
-	}
-	h, _ := cgo.Handle(ctx).Value().(*Handle)
-	if h == nil || h.g.Closing() {
-		return nil
-	}
-	return h
 }
 
 func groupName(value *C.char, length C.uint32_t) string {
@@ -293,15 +176,15 @@ func addresses(p *C.struct_cpg_address, n C.size_t) []Address {
 	}
 	out := make([]Address, 0, int(n))
 	for _, a := range unsafe.Slice(p, int(n)) {
-		out = append(out, Address{NodeID: uint32(a.nodeid), PID: uint32(a.pid), Reason: Reason(a.reason)})
+		out = append(out, Address{NodeID: uint32(a.nodeid), PID: uint32(a.pid)})
 	}
 	return out
 }
 
 //export goCpgDeliver
 func goCpgDeliver(ctx C.uintptr_t, group *C.char, glen C.uint32_t, nodeid, pid C.uint32_t, msg unsafe.Pointer, n C.size_t) {
-	h := handleFrom(ctx)
-	if h == nil || h.cb.Deliver == nil {
+	h, ok := cs.Lookup[*Handle](uintptr(ctx))
+	if !ok || h.cb.Deliver == nil {
 		return
 	}
 	data := C.GoBytes(msg, C.int(n))
@@ -313,8 +196,8 @@ func goCpgConfchg(ctx C.uintptr_t, group *C.char, glen C.uint32_t,
 	members *C.struct_cpg_address, nmembers C.size_t,
 	left *C.struct_cpg_address, nleft C.size_t,
 	joined *C.struct_cpg_address, njoined C.size_t) {
-	h := handleFrom(ctx)
-	if h == nil || h.cb.ConfChg == nil {
+	h, ok := cs.Lookup[*Handle](uintptr(ctx))
+	if !ok || h.cb.ConfChg == nil {
 		return
 	}
 	h.cb.ConfChg(ConfChg{

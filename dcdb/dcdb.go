@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/internal/errno"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
@@ -83,21 +84,8 @@ func (a *App) corosyncChanged(notify bool) {
 	}
 }
 
-// errnoResult maps a memdb error to upstream's negative errno result.
-func errnoResult(err error) int {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return -int(e)
-	}
-	return -int(syscall.EIO)
-}
-
-func result(err error) int {
-	if err != nil {
-		return errnoResult(err)
-	}
-	return 0
-}
+// result is upstream's result for a memdb outcome: 0 or the negative errno.
+func result(err error) int { return -int(errno.From(err)) }
 
 // Deliver applies one NORMAL message (§3.5.4).
 func (a *App) Deliver(from dfsm.Member, subtype uint16, msgTime uint32, payload []byte) (int, error) {
@@ -143,7 +131,7 @@ func (a *App) apply(from dfsm.Member, subtype uint16, msgTime uint32, payload []
 	case MsgWrite:
 		n, err := db.Write(m.Path, uint64(m.Offset), m.Data, m.Flags&1 != 0, writer, msgTime)
 		if err != nil {
-			return errnoResult(err), nil
+			return result(err), nil
 		}
 		if m.Path == corosyncConf {
 			a.corosyncChanged(local)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/internal/cs"
 )
 
 // Mode is the engine's state (inventory §3.3.1).
@@ -66,12 +68,6 @@ var ErrTryAgain = errors.New("dfsm: transport busy, try again")
 // VerifyInterval is how often the daemon calls VerifyTick (upstream's
 // service timer).
 const VerifyInterval = 3600 * time.Second
-
-// Send retries on ErrTryAgain: 100 times, 100 ms apart (inventory §3.1.2).
-const (
-	sendRetries    = 100
-	sendRetryDelay = 100 * time.Millisecond
-)
 
 // Config describes one engine.
 type Config struct {
@@ -280,22 +276,14 @@ func (d *DFSM) afterDispatch() {
 
 func (d *DFSM) mcast(msg []byte) error {
 	var err error
-	retries := 0
-	for {
+	sleep := func(t time.Duration) error { d.clock.Sleep(t); return nil }
+	cs.Send.Run(d.log, "cpg_send_message", sleep, func() bool {
 		err = d.tr.Mcast(msg)
-		if !errors.Is(err, ErrTryAgain) || retries >= sendRetries-1 {
-			break
-		}
-		d.clock.Sleep(sendRetryDelay)
-		retries++
-		if retries%10 == 0 {
-			d.log.Infof("cpg_send_message retry %d", retries)
-		}
-	}
-	if retries > 0 {
-		d.log.Infof("cpg_send_message retried %d times", retries)
-	}
-	if err != nil {
+		return errors.Is(err, ErrTryAgain)
+	})
+	// A TRY_AGAIN left after the last retry is the caller's to report, as upstream's
+	// dfsm.c:dfsm_send_message_full does.
+	if err != nil && !errors.Is(err, ErrTryAgain) {
 		d.log.WithError(err).Error("cpg_send_message failed")
 	}
 	return err

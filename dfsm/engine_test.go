@@ -163,7 +163,8 @@ func TestSendRetriesTryAgain(t *testing.T) {
 	if _, err := d.SendSync(kvSet, []byte("a=1")); !errors.Is(err, syscall.EBUSY) {
 		t.Fatalf("got %v, want EBUSY", err)
 	}
-	if tr.calls != 100 || clock.T != 1000+9 {
+	// dfsm.c:dfsm_send_message_full: 100 calls, and a pause after each of them.
+	if tr.calls != 100 || clock.T != 1000+10 {
 		t.Fatalf("%d calls, clock advanced %d s", tr.calls, clock.T-1000)
 	}
 }

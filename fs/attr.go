@@ -1,11 +1,11 @@
 package fs
 
 import (
-	"errors"
 	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pmxcfs-go/pmxcfs/internal/errno"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
@@ -119,14 +119,5 @@ func chownAllowed(in *fuse.SetAttrIn, gid uint32) bool {
 	return true
 }
 
-// toErrno turns a backend error into the errno FUSE reports.
-func toErrno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return syscall.EIO
-}
+// toErrno turns a backend error into the errno FUSE reports (the daemon's one rule).
+var toErrno = errno.From

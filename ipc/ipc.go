@@ -1,17 +1,17 @@
-// Package ipc answers the requests of pmxcfs's "pve2" IPC service (inventory
-// §5): it decodes upstream's request layouts, applies the connection and
-// read-only rules and serves each operation from status and memdb. The
+// Package ipc answers the requests of pmxcfs's "pve2" IPC service (upstream's
+// server.c:s1_msg_process_fn): it decodes upstream's request layouts, applies the
+// connection and read-only rules and serves each operation from status and memdb. The
 // transport (libqb) is package qb; this package is pure Go.
 package ipc
 
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"strings"
 	"syscall"
 
 	"github.com/pmxcfs-go/pmxcfs/clusterlog"
+	"github.com/pmxcfs-go/pmxcfs/internal/errno"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/pmxcfs-go/pmxcfs/qb"
 	"github.com/pmxcfs-go/pmxcfs/status"
@@ -195,7 +195,7 @@ func (s *Server) setStatus(c qb.Creds, req []byte) syscall.Errno {
 	if s.Cluster != nil {
 		s.Cluster.Broadcast(key, value)
 	}
-	return toErrno(err)
+	return errno.From(err)
 }
 
 func (s *Server) getStatus(req []byte) (syscall.Errno, []byte) {
@@ -206,7 +206,7 @@ func (s *Server) getStatus(req []byte) (syscall.Errno, []byte) {
 	node := cString(req[headerSize+nameSize : getStatusRequestSize-1])
 	v, err := s.Status.GetStatus(node, key)
 	if err != nil {
-		return toErrno(err), nil
+		return errno.From(err), nil
 	}
 	return 0, v
 }
@@ -221,7 +221,7 @@ func (s *Server) getConfig(c qb.Creds, req []byte) (syscall.Errno, []byte) {
 	}
 	data, err := s.DB.ReadFile(path)
 	if err != nil {
-		return toErrno(err), nil
+		return errno.From(err), nil
 	}
 	return 0, data
 }
@@ -358,18 +358,4 @@ func parsePropertyNames(num int, rest []byte) ([]string, bool) {
 		rest = rest[n+1:]
 	}
 	return props, len(rest) == 0
-}
-
-func toErrno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	if e, ok := err.(syscall.Errno); ok {
-		return e
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return syscall.EIO
 }

@@ -1,7 +1,8 @@
 // Package kvstore is the dfsm application of the pve_kvstore_v1 group: it
 // spreads every node's status values (kv entries, RRD data, node IP) and
 // cluster-log entries to the other nodes and merges the cluster logs when the
-// membership changes (inventory §4.1, §4.6, §4.7).
+// membership changes (upstream's status.c: kvstore_dfsm_callbacks, cfs_kvstore_sync, and
+// logger.c:clusterlog_merge).
 package kvstore
 
 import (

@@ -136,9 +136,6 @@ func New(opts Options) *Status {
 	return s
 }
 
-// NodeName is the local node name.
-func (s *Status) NodeName() string { return s.nodeName }
-
 // ClusterLog is the cluster log, for the KVSTORE state exchange and LOG messages.
 func (s *Status) ClusterLog() *clusterlog.Log { return s.clog }
 

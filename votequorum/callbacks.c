@@ -1,5 +1,5 @@
 // C trampoline: libquorum calls it during quorum_dispatch; it finds the Go
-// handle through the quorum context (a runtime/cgo.Handle number).
+// handle through the quorum context (an internal/cs registry key).
 #include <stdint.h>
 #include <corosync/quorum.h>
 #include "_cgo_export.h"

@@ -242,9 +242,6 @@ func (c *Corosync) Running() bool {
 	}
 }
 
-// PID is the process id of the running corosync.
-func (c *Corosync) PID() int { return c.cmd.Process.Pid }
-
 // Kill stops corosync with SIGKILL (by its recorded pid) and reaps it.
 func (c *Corosync) Kill() { c.signal(syscall.SIGKILL, 0) }
 

@@ -1,14 +1,11 @@
-// Package cs holds what the corosync bindings (cpg, votequorum, cmap) share:
-// the cs_error_t codes as Go errors and upstream's TRY_AGAIN retry policy.
+// Package cs holds what the corosync bindings (cpg, votequorum, cmap) share: the cs_error_t
+// codes as Go errors, the life cycle of one library connection (Conn: close at any time,
+// dispatch loop, callback lookup) and upstream's CS_ERR_TRY_AGAIN retry policies. It has no
+// cgo itself: a binding hands it closures around its C calls, so code without cgo (the DFSM
+// engine) can use the same retry policy.
 package cs
 
-import (
-	"context"
-	"fmt"
-	"time"
-
-	"github.com/sirupsen/logrus"
-)
+import "fmt"
 
 // Code is a corosync cs_error_t value. A Code is itself an error, so the
 // exported constants serve as sentinels for errors.Is.
@@ -110,41 +107,4 @@ func Check(op string, c Code) error {
 // Closed is the error for a call on a handle that was closed.
 func Closed(op string) error {
 	return &Error{Op: op, Code: ErrBadHandle, Detail: "handle closed"}
-}
-
-// retryInterval is upstream's pause between TRY_AGAIN attempts (a variable
-// only so tests can shorten it).
-var retryInterval = 100 * time.Millisecond
-
-// Retry calls f until it returns something other than ErrTryAgain, pausing
-// 100 ms after each TRY_AGAIN. Like upstream it gives up (returning the
-// ErrTryAgain error) once it has paused maxRetries times; maxRetries <= 0
-// means no limit other than ctx. Every logEvery retries it logs
-// "<op> retry N", and if there were any retries "<op> retried N times".
-func Retry(ctx context.Context, log logrus.FieldLogger, op string, maxRetries, logEvery int, f func() Code) error {
-	retries := 0
-	for {
-		c := f()
-		if c == ErrTryAgain && (maxRetries <= 0 || retries < maxRetries) {
-			t := time.NewTimer(retryInterval)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return fmt.Errorf("%w (gave up after %d retries: %w)", Check(op, c), retries, ctx.Err())
-			case <-t.C:
-			}
-			retries++
-			if logEvery > 0 && retries%logEvery == 0 && log != nil {
-				log.Infof("%s retry %d", op, retries)
-			}
-			if maxRetries <= 0 || retries < maxRetries {
-				continue
-			}
-			// upstream sleeps after the last failure too, then stops
-		}
-		if retries > 0 && log != nil {
-			log.Infof("%s retried %d times", op, retries)
-		}
-		return Check(op, c)
-	}
 }

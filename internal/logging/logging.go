@@ -70,7 +70,7 @@ func formatLine(e *logrus.Entry) string {
 			line += fmt.Sprintf(" %s=%v", k, v)
 		}
 	}
-	if e.HasCaller() {
+	if e.Caller != nil {
 		fn := e.Caller.Function
 		if i := strings.LastIndexByte(fn, '.'); i >= 0 {
 			fn = fn[i+1:]

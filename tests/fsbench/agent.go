@@ -334,7 +334,7 @@ func cpgFloor(n, bulk, size int, timeout time.Duration) (response, error) {
 	for range n {
 		seq++
 		t0 := monotonic()
-		if err := h.Mcast(ctx, binary.LittleEndian.AppendUint64(nil, seq)); err != nil {
+		if err := mcastRetry(ctx, h, binary.LittleEndian.AppendUint64(nil, seq)); err != nil {
 			return response{}, err
 		}
 		if err := wait(seq); err != nil {
@@ -369,4 +369,19 @@ func cpgFloor(n, bulk, size int, timeout time.Duration) (response, error) {
 	rate := float64(bulk) / (float64(monotonic()-t0) / 1e9)
 	_ = h.Leave(ctx, "fsbench_floor")
 	return response{Samples: samples, Rates: []float64{rate}}, nil
+}
+
+// mcastRetry sends msg, retrying while corosync answers TRY_AGAIN.
+func mcastRetry(ctx context.Context, h *cpg.Handle, msg []byte) error {
+	for {
+		err := h.TryMcast(msg)
+		if !errors.Is(err, cpg.ErrTryAgain) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }

@@ -10,6 +10,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 
@@ -31,7 +32,7 @@ func field(s string, n int) []byte {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: pve2ctl set|get|log|clusterlog ...")
+		return errors.New("usage: pve2ctl set|get|log|clusterlog ARGS")
 	}
 	var op int32
 	var req []byte
