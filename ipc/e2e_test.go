@@ -257,3 +257,15 @@ func TestServiceRestart(t *testing.T) {
 		t.Errorf("after restart: %+v %v", r, err)
 	}
 }
+
+// A second service under a name already served is refused with an error, not a crash
+// (libqb drops its own reference when qb_ipcs_run fails): a second daemon must be able
+// to log why it cannot start.
+func TestListenTwiceIsAnError(t *testing.T) {
+	s, _ := newServer(t, nil)
+	startService(t, s)
+	if svc2, err := qb.Listen("pve2", s); err == nil {
+		svc2.Stop()
+		t.Fatal("second service under the same name started")
+	}
+}

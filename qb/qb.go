@@ -163,6 +163,9 @@ static struct qbsrv *srv_create(const char *name, uintptr_t handle) {
 	qb_loop_poll_add(s->loop, QB_LOOP_HIGH, s->stop_pipe[0], POLLIN, s, stop_fn);
 	int rc = qb_ipcs_run(s->svc);
 	if (rc < 0) {
+		// A failed qb_ipcs_run has already dropped the service's reference (libqb
+		// ipcs.c:qb_ipcs_run); destroying it again would abort on libqb's assertion.
+		s->svc = NULL;
 		errno = -rc;
 		goto fail;
 	}
