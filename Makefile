@@ -87,6 +87,38 @@ bench: build
 clean:
 	rm -rf $(BIN) build
 
+# The fault suite at length (issue 12): the bench fault tests (tests/fault_test.go; their short
+# version runs in `make test`) with many kill rounds and partition cycles, mixed with upstream
+# too when PMXCFS_UPSTREAM_BIN is set, node logs kept in SOAK_LOGS; then every fuzz target for
+# FUZZTIME. A fuzz crasher stays in its package's testdata/fuzz/, so plain `go test` runs it as
+# a regression test from then on (commit it with the fix).
+SOAK_ROUNDS ?= 30
+SOAK_CYCLES ?= 30
+SOAK_LOGS   ?= $(CURDIR)/build/soak-logs
+FUZZTIME    ?= 2m
+
+.PHONY: soak soak-faults soak-fuzz
+
+soak:
+	@status=0; $(MAKE) soak-faults || status=1; $(MAKE) soak-fuzz || status=1; exit $$status
+
+soak-faults: build
+	PMXCFS_FAULT_ROUNDS=$(SOAK_ROUNDS) PMXCFS_FAULT_CYCLES=$(SOAK_CYCLES) PMXCFS_FAULT_LOGS=$(SOAK_LOGS) \
+		$(GO) test -count=1 -v -timeout 6h -run '^TestFault' ./tests/
+
+soak-fuzz: deps
+	@failed=; \
+	for target in $$(grep -rlE --include='*_test.go' --exclude-dir=build --exclude-dir=.git '^func Fuzz' . | sort | while read -r f; do \
+			sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$f" | sed "s|^|$$(dirname "$$f"):|"; done); do \
+		dir=$${target%%:*}; fn=$${target##*:}; \
+		echo "== $$fn in $$dir for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$dir" || failed="$$failed $$dir:$$fn"; \
+	done; \
+	if [ -n "$$failed" ]; then \
+		echo "fuzz targets that failed:$$failed; their inputs (git status):"; \
+		git status --short -- '*testdata/fuzz*'; exit 1; \
+	fi
+
 # Debian packages: `make deb` writes pmxcfs-go and pvecm-go (.deb, .changes, .buildinfo) to
 # build/deb/; `make deb-check` builds them and checks their contents, lintian, the unit and
 # their installation into a throw-away Debian 12 root (debian/tests/check-deb).
