@@ -19,8 +19,9 @@ import (
 // What a write() can know at once it reports at once: no quorum (the backend's
 // Writable), a range beyond the 1 MiB limit (EFBIG), a file that is gone. Everything
 // else - a refused or failed replication, a full disk - comes back from the close()
-// (FLUSH) or fsync() that replicates the buffer. Reads and getattr of the file on this
-// node see the buffered content; other nodes see it after the flush.
+// (FLUSH) or fsync() that replicates the buffer, on every descriptor that wrote into it
+// (writeHandle), whichever descriptor's close replicated it. Reads and getattr of the
+// file on this node see the buffered content; other nodes see it after the flush.
 type buffered struct {
 	// flushMu serialises writes with flushes, so a flush replicates a consistent buffer
 	// and the writes after it start a new one. Reads never take it: a flush can wait on
@@ -28,17 +29,34 @@ type buffered struct {
 	flushMu sync.Mutex
 	mu      sync.Mutex // guards pend; held only for memory operations
 	pend    *pending
+	// gen numbers the buffers (guarded by flushMu); failed keeps the error of each
+	// buffer whose replication failed until every descriptor that wrote into it has
+	// reported it.
+	gen    uint64
+	failed map[uint64]*failure
+}
+
+type failure struct {
+	errno   syscall.Errno
+	writers int // descriptors that wrote into the buffer and have not reported yet
+}
+
+// writeHandle is an open descriptor that may write: it remembers the buffer it wrote
+// into, so its close or fsync reports that buffer's outcome.
+type writeHandle struct {
+	gen uint64 // the buffer written into, 0 for none
 }
 
 // pending is the file's content as the buffered writes made it, and the range they
 // touched.
 type pending struct {
-	data   []byte
-	lo, hi int64
+	data    []byte
+	lo, hi  int64
+	writers int // descriptors that wrote into it
 }
 
-// write buffers one write() call.
-func (b *buffered) write(fsys *fileSystem, n *gofs.Inode, data []byte, off int64) (uint32, syscall.Errno) {
+// write buffers one write() call made through descriptor h (nil: not one of ours).
+func (b *buffered) write(fsys *fileSystem, n *gofs.Inode, h *writeHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
@@ -77,8 +95,21 @@ func (b *buffered) write(fsys *fileSystem, n *gofs.Inode, data []byte, off int64
 	copy(buf[off:], data)
 	p.data = buf
 	p.lo, p.hi = min(p.lo, off), max(p.hi, end)
+	if b.pend == nil {
+		b.gen++
+	}
 	b.pend = p
 	b.mu.Unlock()
+	if h != nil && h.gen != b.gen {
+		// This descriptor wrote into an earlier buffer that another descriptor's close
+		// replicated: a failure of it is reported now, by this write().
+		errno := b.takeFailure(h)
+		h.gen = b.gen
+		p.writers++
+		if errno != 0 {
+			return 0, errno
+		}
+	}
 	return uint32(len(data)), 0
 }
 
@@ -107,29 +138,56 @@ func (b *buffered) bufferedSize() (uint64, bool) {
 	return uint64(len(b.pend.data)), true
 }
 
-// flush replicates the buffered writes and reports their outcome.
-func (b *buffered) flush(fsys *fileSystem, n *gofs.Inode) syscall.Errno {
-	unlock, errno := b.flushLocked(fsys, n)
+// flush replicates the buffered writes and reports to descriptor h (nil: none of ours)
+// the outcome of the buffer it wrote into, which an earlier flush may have replicated.
+func (b *buffered) flush(fsys *fileSystem, n *gofs.Inode, h *writeHandle) syscall.Errno {
+	unlock, errno := b.flushLocked(fsys, n, h)
 	unlock()
 	return errno
 }
 
-// flushLocked replicates the buffered writes and returns with flushMu held, so the
-// caller's own change follows them before any new write.
-func (b *buffered) flushLocked(fsys *fileSystem, n *gofs.Inode) (unlock func(), errno syscall.Errno) {
+// flushLocked flushes like flush and returns with flushMu held, so the caller's own
+// change follows the buffered writes before any new write.
+func (b *buffered) flushLocked(fsys *fileSystem, n *gofs.Inode, h *writeHandle) (unlock func(), errno syscall.Errno) {
 	b.flushMu.Lock()
 	b.mu.Lock()
 	p := b.pend
 	b.mu.Unlock()
 	if p != nil {
-		errno = b.replicate(fsys, n, p)
-		// The buffer goes either way: on failure the caller was told, as a close()
+		if e := b.replicate(fsys, n, p); e != 0 && p.writers > 0 {
+			if b.failed == nil {
+				b.failed = map[uint64]*failure{}
+			}
+			b.failed[b.gen] = &failure{errno: e, writers: p.writers}
+		} else if e != 0 {
+			errno = e
+		}
+		// The buffer goes either way: on failure its writers are told, as a close()
 		// or fsync() reports a failed write-back.
 		b.mu.Lock()
 		b.pend = nil
 		b.mu.Unlock()
 	}
+	if e := b.takeFailure(h); e != 0 {
+		errno = e
+	}
 	return b.flushMu.Unlock, errno
+}
+
+// takeFailure returns the failure of the buffer h last wrote into, if any, and forgets
+// that h wrote into it; the caller holds flushMu.
+func (b *buffered) takeFailure(h *writeHandle) (errno syscall.Errno) {
+	if h == nil || h.gen == 0 {
+		return 0
+	}
+	if f := b.failed[h.gen]; f != nil {
+		errno = f.errno
+		if f.writers--; f.writers == 0 {
+			delete(b.failed, h.gen)
+		}
+	}
+	h.gen = 0
+	return errno
 }
 
 func (b *buffered) replicate(fsys *fileSystem, n *gofs.Inode, p *pending) syscall.Errno {

@@ -124,3 +124,40 @@ func TestBufferedWriteErrorFromCloseAndFsync(t *testing.T) {
 		}
 	}
 }
+
+// Every descriptor that wrote into a buffer hears of its failed replication, also when
+// another descriptor's close replicated it.
+func TestBufferedWriteErrorReachesEveryWriter(t *testing.T) {
+	env := mountTestWith(t, "", func(b *LocalBackend) Backend { return failingBackend{b, syscall.ENOSPC} },
+		func(db *memdb.DB) { db.Create("f", 0, 1) })
+	a, err := os.OpenFile(env.p("f"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.OpenFile(env.p("f"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write([]byte("from a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteAt([]byte("from b"), 10); err != nil {
+		t.Fatal(err)
+	}
+	closeErr := func(f *os.File) error {
+		err := f.Close()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	wantErrno(t, "close of the descriptor that replicated", closeErr(a), syscall.ENOSPC)
+	wantErrno(t, "close of the other writer", closeErr(b), syscall.ENOSPC)
+	// A descriptor that only reads hears nothing.
+	r, err := os.Open(env.p("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "close of a reader", closeErr(r), 0)
+}

@@ -111,7 +111,7 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 
 // Setattr first replicates buffered writes, so a truncate or utime applies after them.
 func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	unlock, errno := n.flushLocked(n.fsys, &n.Inode)
+	unlock, errno := n.flushLocked(n.fsys, &n.Inode, nil)
 	defer unlock()
 	if errno != 0 {
 		return errno
@@ -138,7 +138,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
 	}
-	return nil, fuse.FOPEN_DIRECT_IO, 0
+	return &writeHandle{}, fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (n *fileNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -160,21 +160,25 @@ func (n *fileNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 }
 
 func (n *fileNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	return n.write(n.fsys, &n.Inode, data, off)
+	h, _ := f.(*writeHandle)
+	return n.write(n.fsys, &n.Inode, h, data, off)
 }
 
 func (n *fileNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
-	return n.flush(n.fsys, &n.Inode)
+	h, _ := f.(*writeHandle)
+	return n.flush(n.fsys, &n.Inode, h)
 }
 
 func (n *fileNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
-	return n.flush(n.fsys, &n.Inode)
+	h, _ := f.(*writeHandle)
+	return n.flush(n.fsys, &n.Inode, h)
 }
 
 // Release normally finds nothing buffered (the close's flush came first); what is left
 // has no caller to report to but the log.
 func (n *fileNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
-	if errno := n.flush(n.fsys, &n.Inode); errno != 0 {
+	h, _ := f.(*writeHandle)
+	if errno := n.flush(n.fsys, &n.Inode, h); errno != 0 {
 		n.fsys.cfg.Log.Warnf("buffered writes dropped at release: %v", errno)
 	}
 	return 0

@@ -216,7 +216,7 @@ func (d *memdbDirOps) create(ctx context.Context, parent *gofs.Inode, dir, name 
 	ch, errno := d.fsys.lookupMemdb(ctx, parent, dir, name, out)
 	// Like libfuse2 for upstream, a file opened by create is not direct I/O (only open sets
 	// it), which decides where the kernel splits writes that cross the 1 MiB limit.
-	return ch, nil, 0, errno
+	return ch, &writeHandle{}, 0, errno
 }
 
 // mknod of a regular file creates it, as libfuse2 does without a mknod handler; every
