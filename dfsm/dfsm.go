@@ -121,7 +121,7 @@ type DFSM struct {
 	// application has made their messages durable.
 	batching  bool
 	unflushed []localResult
-	dirty     bool // Deliver was called since the last Flush
+	dirty     int // messages applied since the last Flush
 
 	csum        [ChecksumLen]byte
 	csumEpoch   Epoch
@@ -621,6 +621,9 @@ func (d *DFSM) Deliver(nodeid, pid uint32, msg []byte) {
 	d.endInput()
 }
 
+// maxBatch is the most messages one Flush covers.
+const maxBatch = 32
+
 // BeginBatch defers the Flush of the following inputs to EndBatch: the transport loop
 // brackets each dispatch of everything corosync has ready, so a burst of messages
 // (concurrent writers, a queue delivered after a sync) costs the application one Flush.
@@ -643,10 +646,10 @@ func (d *DFSM) endInput() {
 // their local results (all as EIO if that failed).
 func (d *DFSM) flush() {
 	f, ok := d.app.(Flusher)
-	if !ok || !d.dirty {
+	if !ok || d.dirty == 0 {
 		return
 	}
-	d.dirty = false
+	d.dirty = 0
 	err := f.Flush()
 	if err != nil {
 		d.log.WithError(err).Error("flushing delivered messages failed")
@@ -715,7 +718,12 @@ func (d *DFSM) deliver(from Member, msg []byte) {
 				d.recordLocalResult(m.Count, result)
 			}
 		}
-		d.dirty = true
+		// A batch is bounded: corosync keeps one dispatch going for as long as messages
+		// arrive, and every member, not only the sender, must make a message durable
+		// soon, or a crash of all members could lose a write the sender acknowledged.
+		if d.dirty++; d.batching && d.dirty >= maxBatch {
+			d.flush()
+		}
 		if err != nil {
 			d.log.WithError(err).Error("deliver failed")
 			d.leave()

@@ -2,6 +2,7 @@ package dfsm
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -239,5 +240,36 @@ func TestFailedFlushFailsTheBatch(t *testing.T) {
 	}
 	if p.Engine.Mode() != ModeError {
 		t.Fatalf("mode %s after a failed flush", p.Engine.Mode())
+	}
+}
+
+// A batch is flushed every maxBatch messages: however long corosync keeps one dispatch
+// going, delivered messages become durable (and their writers hear back) promptly.
+func TestBatchIsBounded(t *testing.T) {
+	sim, p, app := newFlushNode(t)
+	var ws []*Pending
+	for i := 0; i < maxBatch+8; i++ {
+		w, err := p.Engine.Submit(kvSet, []byte(fmt.Sprintf("k%d=1", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	before := app.flushes
+	p.Engine.BeginBatch()
+	for range ws {
+		sim.Step()
+	}
+	if got := app.flushes - before; got != 1 {
+		t.Fatalf("%d flushes within a batch of %d messages, want 1", got, len(ws))
+	}
+	select {
+	case <-ws[maxBatch-1].Done():
+	default:
+		t.Fatal("the first maxBatch results were not released by the bound's flush")
+	}
+	p.Engine.EndBatch()
+	if _, err := ws[len(ws)-1].Result(); err != nil {
+		t.Fatal(err)
 	}
 }
