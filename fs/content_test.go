@@ -16,8 +16,8 @@ import (
 	"time"
 )
 
-// §6.2.6 (fixed): a generated file's handle serves one snapshot taken at open; stat and
-// new opens see the current content.
+// Fixed against upstream (docs/upstream-behaviour.md#generated-files): a generated file's
+// handle serves one snapshot taken at open; stat and new opens see the current content.
 func TestGeneratedSnapshot(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	env.gen[".vmlist"].Store([]byte("first version of the list\n"))
