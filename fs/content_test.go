@@ -104,7 +104,7 @@ func TestUpstreamFixtureTree(t *testing.T) {
 	fixture := filepath.Join(filepath.Dir(file), "..", "..", "shared", "fixtures", "upstream-9.1.6-local")
 	manifest, err := os.ReadFile(filepath.Join(fixture, "manifest.txt"))
 	if err != nil {
-		t.Skip("fixtures absent")
+		t.Skipf("upstream fixture not available: %v (see package internal/fixtures)", err)
 	}
 	needFUSE(t)
 	dbPath := filepath.Join(t.TempDir(), "config.db")
