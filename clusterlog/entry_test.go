@@ -11,7 +11,8 @@ import (
 	"testing"
 )
 
-// Inventory §10.3 (upstream golden value).
+// The bytes upstream 9.1.6's logger.c:clog_pack produced for this input (uid 2: the second
+// entry that process packed), docs/upstream-behaviour.md#cluster-log-entry.
 func TestGoldenEntry(t *testing.T) {
 	e, err := Pack(2, "n1", "root@pam", "cluster", 4242, 1700000000, 6, "hello \"w\" ä \\ tab\tnl\n")
 	if err != nil {

@@ -12,11 +12,12 @@ import (
 	"testing"
 )
 
-// The wire traces of three upstream 9.1.6 daemons (../shared/fixtures/upstream-9.1.6-wire).
+// The wire traces of three upstream 9.1.6 daemons (../shared/fixtures/upstream-9.1.6-wire,
+// outside the repository; see internal/fixtures). Absent, the tests are skipped.
 func wireDir(t *testing.T) string {
 	dir := filepath.Join("..", "..", "shared", "fixtures", "upstream-9.1.6-wire")
 	if _, err := os.Stat(dir); err != nil {
-		t.Skip("wire fixtures not present")
+		t.Skipf("upstream wire fixtures not available at %s (see package internal/fixtures)", dir)
 	}
 	return dir
 }

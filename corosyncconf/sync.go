@@ -21,8 +21,9 @@ import (
 var versionLine = regexp.MustCompile(`^\s*config_version\s*:\s*(\d+)`)
 
 // ConfigVersion returns the config_version of a corosync.conf, 0 when it has none.
-// Upstream takes the first match anywhere, comments included; we only read a real key, so a
-// commented-out version cannot stop or misdirect the sync (inventory §9.15).
+// Upstream (cfs-utils.c:cluster_config_version) takes the first match anywhere, comments
+// included; we only read a real key, so a commented-out version cannot stop or misdirect the
+// sync.
 func ConfigVersion(conf []byte) uint64 {
 	s := bufio.NewScanner(bytes.NewReader(conf))
 	s.Buffer(nil, len(conf)+1)

@@ -1,7 +1,7 @@
 // Package dcdb replicates the configuration database across the cluster: it is
 // the dfsm application of the pve_dcdb_v1 group, applying file-system
 // operations in total order to a memdb and bringing joining nodes up to date
-// from the leader's data (inventory §3.5, §3.6).
+// from the leader's data (upstream dcdb.c; docs/protocol.md#dcdb).
 package dcdb
 
 import (
@@ -25,7 +25,7 @@ const (
 )
 
 // corosyncConf is the replicated cluster configuration whose changes must be
-// copied to the host (§7.4).
+// copied to the host (dcdb.c:dcdb_sync_corosync_conf).
 const corosyncConf = "corosync.conf"
 
 // Config configures an App.
@@ -87,7 +87,7 @@ func (a *App) corosyncChanged(notify bool) {
 // result is upstream's result for a memdb outcome: 0 or the negative errno.
 func result(err error) int { return -int(errno.From(err)) }
 
-// Deliver applies one NORMAL message (§3.5.4).
+// Deliver applies one NORMAL message (dcdb.c:dcdb_deliver, docs/protocol.md#applying-a-message).
 func (a *App) Deliver(from dfsm.Member, subtype uint16, msgTime uint32, payload []byte) (int, error) {
 	if subtype < MsgWrite || subtype > MsgUnlock {
 		return -int(syscall.ENOTSUP), fmt.Errorf("received unknown message type (msg_type == %d)", subtype)
@@ -158,8 +158,8 @@ func (a *App) apply(from dfsm.Member, subtype uint16, msgTime uint32, payload []
 	}
 }
 
-// unlock handles UNLOCK_REQUEST and UNLOCK (§2.7.4); the result is always 0
-// unless the delete itself fails.
+// unlock handles UNLOCK_REQUEST and UNLOCK (docs/protocol.md#unlock-messages); the result
+// is always 0 unless the delete itself fails.
 func (a *App) unlock(from dfsm.Member, subtype uint16, msgTime uint32, m UnlockMessage) int {
 	if !a.db.IsLockDir(m.Path) {
 		return 0
@@ -187,16 +187,16 @@ func (a *App) Flush() error { return a.db.Commit() }
 // Confchg needs no action: the engine tracks the membership.
 func (a *App) Confchg([]dfsm.Member) {}
 
-// GetState returns the memdb index (§3.6.1).
+// GetState returns the memdb index (dcdb.c:dcdb_get_state).
 func (a *App) GetState() ([]byte, error) { return a.db.Index(), nil }
 
-// Checksum is the whole-tree checksum VERIFY compares (§3.8).
+// Checksum is the whole-tree checksum VERIFY compares (docs/protocol.md#verify).
 func (a *App) Checksum() ([dfsm.ChecksumLen]byte, error) { return a.db.TreeChecksum(), nil }
 
 // Synced needs no action.
 func (a *App) Synced() {}
 
-// SelectLeader returns the index in states of the leader (§3.6.2): highest
+// SelectLeader returns the index in states of the leader (dcdb.c:dcdb_select_leader): highest
 // version, then highest root mtime, then the first.
 func SelectLeader(states [][]byte) int {
 	leader := 0
@@ -210,7 +210,8 @@ func SelectLeader(states [][]byte) int {
 }
 
 // DifferingInodes is the union, over every member index, of the leader's
-// entries that member lacks or has with another digest (§3.6.3), sorted.
+// entries that member lacks or has with another digest, sorted (the walk of
+// dcdb.c:dcdb_create_and_send_updates).
 func DifferingInodes(leader []memdb.IndexEntry, members [][]memdb.IndexEntry) []uint64 {
 	set := map[uint64]bool{}
 	for _, m := range members {
@@ -234,7 +235,7 @@ func DifferingInodes(leader []memdb.IndexEntry, members [][]memdb.IndexEntry) []
 }
 
 // ProcessStateUpdate validates the states, picks the leader, marks the synced
-// members and, on the leader, sends the updates (§3.6.2, §3.6.3).
+// members and, on the leader, sends the updates (docs/protocol.md#leader-selection).
 func (a *App) ProcessStateUpdate(si *dfsm.SyncInfo) error {
 	states := make([][]byte, len(si.Nodes))
 	parsed := make([][]memdb.IndexEntry, len(si.Nodes))
@@ -306,7 +307,8 @@ func (a *App) ProcessUpdate(si *dfsm.SyncInfo, from dfsm.Member, payload []byte)
 	return nil
 }
 
-// Commit applies the collected records in one transaction (§3.6.5).
+// Commit applies the collected records in one transaction (dcdb.c:dcdb_commit,
+// docs/protocol.md#commit).
 func (a *App) Commit(si *dfsm.SyncInfo) error {
 	sd, ok := si.Data.(*syncData)
 	if !ok {
@@ -326,8 +328,9 @@ func (a *App) Cleanup(si *dfsm.SyncInfo) { si.Data = nil }
 // ---- local writers ----
 
 // send replicates one operation and waits for this node's own result
-// (§3.9.1): EACCES without sending when not quorate, EBUSY when the wait was
-// aborted or the send failed.
+// (dcdb.c:dcdb_send_fuse_message, docs/protocol.md#synchronous-sends): EACCES
+// without sending when not quorate, EBUSY when the wait was aborted or the send
+// failed.
 func (a *App) send(subtype uint16, m FuseMessage) (int, error) {
 	if !a.quorate() {
 		return 0, syscall.EACCES
@@ -383,7 +386,7 @@ func (a *App) Mtime(path string, mtime uint32) error {
 }
 
 // RequestUnlock sends UNLOCK_REQUEST for the lock directory at path with its
-// current checksum; only while quorate, without waiting (§2.7.4).
+// current checksum; only while quorate, without waiting (dcdb.c:dcdb_send_unlock).
 func (a *App) RequestUnlock(path string) error {
 	if !a.quorate() {
 		return syscall.EACCES

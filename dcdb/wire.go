@@ -9,7 +9,8 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
-// NORMAL message subtypes of the DCDB group (§3.5.1).
+// NORMAL message subtypes of the DCDB group (dcdb.h:dcdb_message_t,
+// docs/protocol.md#dcdb-messages).
 const (
 	MsgWrite         uint16 = 1
 	MsgMkdir         uint16 = 2
@@ -35,9 +36,9 @@ var (
 )
 
 // FuseMessage is the payload of WRITE, MKDIR, DELETE, RENAME, CREATE and MTIME
-// (§3.5.2). HasPath/HasTo distinguish an absent string (length 0 on the wire)
-// from an empty one. Offset is the write offset, the truncate length, or the
-// mtime; Flags bit 1 means truncate.
+// (docs/protocol.md#fuse-message). HasPath/HasTo distinguish an absent string
+// (length 0 on the wire) from an empty one. Offset is the write offset, the
+// truncate length, or the mtime; Flags bit 1 means truncate.
 type FuseMessage struct {
 	Path, To       string
 	HasPath, HasTo bool
@@ -107,7 +108,7 @@ func DecodeFuse(b []byte) (FuseMessage, error) {
 	return m, nil
 }
 
-// UnlockMessage is the payload of UNLOCK_REQUEST and UNLOCK (§3.5.3).
+// UnlockMessage is the payload of UNLOCK_REQUEST and UNLOCK (docs/protocol.md#unlock-messages).
 type UnlockMessage struct {
 	Csum [32]byte
 	Path string
@@ -134,7 +135,7 @@ func DecodeUnlock(b []byte) (UnlockMessage, error) {
 	return m, nil
 }
 
-// EncodeRecord builds an UPDATE payload (§3.6.4). Data is sent only for
+// EncodeRecord builds an UPDATE payload (docs/protocol.md#update-record). Data is sent only for
 // regular files.
 func EncodeRecord(r *memdb.SyncRecord) []byte {
 	var data []byte

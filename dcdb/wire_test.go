@@ -8,7 +8,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
-// fuse builds a raw fuse payload field by field (§3.5.2).
+// fuse builds a raw fuse payload field by field (docs/protocol.md#fuse-message).
 func fuse(size, off, pathLen, toLen, flags uint32, rest string) []byte {
 	b := make([]byte, 20)
 	for i, v := range []uint32{size, off, pathLen, toLen, flags} {

@@ -1,6 +1,6 @@
 // Package dfsm is the distributed finite state machine that keeps one
 // application replicated over a virtually synchronous process group: the
-// wire protocol of upstream pmxcfs's dfsm.c (inventory §3), as a
+// wire protocol of upstream pmxcfs's dfsm.c (docs/protocol.md), as a
 // deterministic engine driven by Deliver, Confchg and VerifyTick inputs.
 //
 // Threading: Start, Deliver, Confchg and VerifyTick, and every Application
@@ -25,7 +25,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/internal/cs"
 )
 
-// Mode is the engine's state (inventory §3.3.1).
+// Mode is the engine's state (docs/protocol.md#modes).
 type Mode uint8
 
 const (

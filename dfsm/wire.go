@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// MsgType is the base header's type field (inventory §3.2.4).
+// MsgType is the base header's type field (docs/protocol.md#message-types).
 type MsgType uint16
 
 const (

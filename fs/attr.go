@@ -9,8 +9,9 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
-// isPrivate is upstream's string rule for private paths (§5.2.3): "priv", "priv/...",
-// "nodes/<x>/priv" and "nodes/<x>/priv/...". FUSE paths here are always canonical.
+// isPrivate is upstream's string rule for private paths (cfs-utils.c:path_is_private):
+// "priv", "priv/...", "nodes/<x>/priv" and "nodes/<x>/priv/...". FUSE paths here are
+// always canonical.
 func isPrivate(path string) bool {
 	path = strings.TrimLeft(path, "/")
 	if path == "priv" || strings.HasPrefix(path, "priv/") {
@@ -28,7 +29,8 @@ func isPrivate(path string) bool {
 	return rest == "/priv" || strings.HasPrefix(rest, "/priv/")
 }
 
-// isHookScript is upstream's legacy OpenVZ hook-script rule (§12.8): such files get u+x.
+// isHookScript is upstream's legacy OpenVZ hook-script rule
+// (cfs-plug-memdb.c:name_is_openvz_script): such files get u+x.
 // The prefix is "vps" or a number not starting with 0.
 func isHookScript(name string) bool {
 	prefix, suffix, ok := strings.Cut(name, ".")

@@ -16,8 +16,8 @@ import (
 	"time"
 )
 
-// §6.2.6 (fixed): a generated file's handle serves one snapshot taken at open; stat and
-// new opens see the current content.
+// Fixed against upstream (docs/upstream-behaviour.md#generated-files): a generated file's
+// handle serves one snapshot taken at open; stat and new opens see the current content.
 func TestGeneratedSnapshot(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	env.gen[".vmlist"].Store([]byte("first version of the list\n"))
@@ -104,7 +104,7 @@ func TestUpstreamFixtureTree(t *testing.T) {
 	fixture := filepath.Join(filepath.Dir(file), "..", "..", "shared", "fixtures", "upstream-9.1.6-local")
 	manifest, err := os.ReadFile(filepath.Join(fixture, "manifest.txt"))
 	if err != nil {
-		t.Skip("fixtures absent")
+		t.Skipf("upstream fixture not available: %v (see package internal/fixtures)", err)
 	}
 	needFUSE(t)
 	dbPath := filepath.Join(t.TempDir(), "config.db")

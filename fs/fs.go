@@ -33,7 +33,7 @@ type Backend interface {
 	Mkdir(path string) error
 	Delete(path string) error
 	Rename(from, to string) error
-	Utime(path string, mtime uint32) error // includes the lock-unlock rule (§2.7.4)
+	Utime(path string, mtime uint32) error // includes the unlock rule (docs/upstream-behaviour.md#locks)
 }
 
 // GeneratedFile is one of the root's generated ("func") files such as .members.

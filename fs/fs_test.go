@@ -156,7 +156,8 @@ func mkdirs(t *testing.T, env *testEnv, dirs ...string) {
 	}
 }
 
-// §6.1.2, §10.5: root listing, fixed entries, their modes, sizes, targets and mtime 0.
+// Root listing, fixed entries, their modes, sizes, targets and mtime 0, as upstream 9.1.6
+// shows them (docs/upstream-behaviour.md#root-entries).
 func TestRootEntries(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	mkdirs(t, env, "nodes")
@@ -216,13 +217,15 @@ func TestRootEntries(t *testing.T) {
 	if err := unix.Statfs(env.mnt, &st); err != nil {
 		t.Fatal(err)
 	}
-	// §10.5: df shows 131072 1K-blocks; §12.5: a fresh database counts only the root.
+	// As upstream: df shows 131072 1K-blocks; a fresh database counts only the root
+	// (docs/upstream-behaviour.md#statfs).
 	if st.Blocks*uint64(st.Bsize)/1024 != 131072 || st.Namelen != 256 || st.Files != 262144 {
 		t.Errorf("statfs: blocks %d bsize %d namelen %d files %d", st.Blocks, st.Bsize, st.Namelen, st.Files)
 	}
 }
 
-// §12.13: the mount table shows fstype fuse, source /dev/fuse and upstream's options.
+// The mount table shows fstype fuse, source /dev/fuse and the options upstream's
+// pmxcfs.c:main mounts with.
 func TestMountEntry(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	info, err := os.ReadFile("/proc/self/mountinfo")
@@ -246,7 +249,8 @@ func TestMountEntry(t *testing.T) {
 	t.Errorf("mount point %s not in mountinfo", env.mnt)
 }
 
-// §6.2: modes, private paths, hook scripts (§12.8), sizes, blocks, nlink, times.
+// Modes, private paths, hook scripts, sizes, blocks, nlink, times
+// (docs/upstream-behaviour.md#modes-and-owners).
 func TestMemdbAttributes(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	mkdirs(t, env, "nodes", "nodes/node1", "nodes/node1/priv", "priv", "nodes/node1/openvz")

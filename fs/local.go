@@ -36,7 +36,7 @@ func (b *LocalBackend) Rename(from, to string) error { return b.db.Rename(from, 
 
 // Utime with mtime 0 on a lock directory is an unlock request: an expired lock is
 // deleted at once; otherwise it falls through to the mtime update, which memdb refuses
-// with EACCES for a lock that is still held (§2.7.4).
+// with EACCES for a lock that is still held (cfs-plug-memdb.c:cfs_plug_memdb_utimens).
 func (b *LocalBackend) Utime(path string, mtime uint32) error {
 	if mtime == 0 && b.db.IsLockDir(path) {
 		if csum, err := b.db.EntryChecksum(path); err == nil && b.db.LockExpired(path, csum) {

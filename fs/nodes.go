@@ -78,7 +78,7 @@ func (c *common) setattr(path string, in *fuse.SetAttrIn, truncate func(size uin
 		}
 	}
 	// libfuse2 calls utimens only when both times are set, so "touch -m" and "touch -a"
-	// are silently ignored (§6.3.3). Only the mtime is used.
+	// are silently ignored (docs/upstream-behaviour.md#times). Only the mtime is used.
 	if in.Valid&fuse.FATTR_ATIME != 0 && in.Valid&fuse.FATTR_MTIME != 0 {
 		mtime := uint32(in.Mtime)
 		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// §6.3, §10.5 and §12.3/§12.4/§12.7: every refusal and its errno.
+// Every refusal and its errno, as upstream 9.1.6 gave them (docs/upstream-behaviour.md#fuse).
 func TestRefusals(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	mkdirs(t, env, "nodes", "priv", "dir")
@@ -94,7 +94,7 @@ func TestRefusals(t *testing.T) {
 	wantErrno(t, "second O_EXCL", err, syscall.EEXIST)
 }
 
-// §6.3.5, §12.7: .debug write rules.
+// .debug write rules (pmxcfs.c:write_debug_setting_cb), as upstream 9.1.6 showed them.
 func TestDebugFile(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	f, err := os.OpenFile(env.p(".debug"), os.O_WRONLY|os.O_TRUNC, 0)
@@ -129,7 +129,8 @@ func TestDebugFile(t *testing.T) {
 	wantErrno(t, "empty write", os.WriteFile(env.p(".debug"), nil, 0), 0)
 }
 
-// §12.1, §12.2, §10.5: the 1 MiB limit and O_TRUNC.
+// The 1 MiB limit and O_TRUNC, as upstream 9.1.6 showed them
+// (docs/upstream-behaviour.md#size-limit-and-truncation).
 func TestSizeLimitAndTruncate(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	f, err := os.Create(env.p("big"))
@@ -193,7 +194,7 @@ func TestSizeLimitAndTruncate(t *testing.T) {
 	f.Close()
 }
 
-// §6.3.3, §12.4, §12.6: utime only with both times, and the lock rules.
+// utime only with both times, and the lock rules (docs/upstream-behaviour.md#times, #locks).
 func TestUtime(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	mkdirs(t, env, "priv", "priv/lock")
@@ -213,7 +214,7 @@ func TestUtime(t *testing.T) {
 		t.Errorf("utime(now): mtime %d", st.Mtim.Sec)
 	}
 
-	// §10.5: mkdir of an existing lock EEXIST; utime(0,0) on a fresh lock EACCES;
+	// As upstream: mkdir of an existing lock EEXIST; utime(0,0) on a fresh lock EACCES;
 	// refresh ok; rmdir ok.
 	lock := env.p("priv/lock/l1")
 	mkdirs(t, env, "priv/lock/l1")
@@ -224,8 +225,9 @@ func TestUtime(t *testing.T) {
 	wantErrno(t, "rename lock", os.Rename(lock, env.p("priv/lock/l2")), syscall.EACCES)
 	wantErrno(t, "rmdir lock", syscall.Rmdir(lock), 0)
 
-	// §2.7.4 local mode: utime(0,0) on an expired lock deletes it. libfuse2 stats the
-	// path after a setattr, so the caller sees ENOENT, as upstream's does.
+	// Local mode (cfs-plug-memdb.c:cfs_plug_memdb_utimens): utime(0,0) on an expired lock
+	// deletes it. libfuse2 stats the path after a setattr, so the caller sees ENOENT, as
+	// upstream's does.
 	mkdirs(t, env, "priv/lock/l3")
 	env.skew.Store(121)
 	wantErrno(t, "utime(0,0) expired lock", unix.UtimesNano(env.p("priv/lock/l3"), []unix.Timespec{{}, {}}), syscall.ENOENT)
@@ -234,7 +236,8 @@ func TestUtime(t *testing.T) {
 	}
 }
 
-// §6.1.2: a memdb entry named like a fixed root entry is hidden from lookup and readdir.
+// A memdb entry named like a fixed root entry is hidden from lookup and readdir
+// (docs/upstream-behaviour.md#root-entries).
 func TestFixedNamesShadowMemdb(t *testing.T) {
 	env := mountTest(t, "", true, func(db *memdb.DB) {
 		must(t, db.Mkdir("local", 0, 1))
@@ -259,7 +262,8 @@ func TestFixedNamesShadowMemdb(t *testing.T) {
 	}
 }
 
-// §12.11, §10.5: what www-data and nobody may do, run as child processes.
+// What www-data and nobody may do, run as child processes, as upstream 9.1.6 showed it
+// (docs/upstream-behaviour.md#modes-and-owners).
 func TestOtherUsers(t *testing.T) {
 	env := mountTest(t, "", true, nil)
 	mkdirs(t, env, "priv", "nodes")
@@ -296,8 +300,8 @@ func TestOtherUsers(t *testing.T) {
 	}
 }
 
-// §6.6, §10.5, §12.12: without quorum the write bits vanish and mutations are refused;
-// reads and the chmod acceptance still work. The root stays 0755.
+// Without quorum the write bits vanish and mutations are refused; reads and the chmod
+// acceptance still work. The root stays 0755 (docs/upstream-behaviour.md#without-quorum).
 func TestNonQuorate(t *testing.T) {
 	env := mountTest(t, "", false, func(db *memdb.DB) {
 		for _, d := range []string{"nodes", "priv", "priv/lock", "priv/lock/l"} {

@@ -229,7 +229,8 @@ func (s *Server) getConfig(c qb.Creds, req []byte) (syscall.Errno, []byte) {
 // IsPrivate reports whether path is readable only by read-write clients:
 // "priv" and below, and "nodes/<node>/priv" and below. Unlike upstream's
 // path_is_private it looks at the canonical path (empty components dropped,
-// as memdb's lookup does), so "nodes/n//priv/x" is private too (§9.11).
+// as memdb's lookup does), so "nodes/n//priv/x" is private too (upstream lets read-only
+// clients read it).
 func IsPrivate(path string) bool {
 	var parts []string
 	for _, p := range strings.Split(path, "/") {
@@ -259,7 +260,7 @@ func (s *Server) logClusterMsg(c qb.Creds, req []byte) syscall.Errno {
 		return syscall.EINVAL
 	}
 	// The message's terminator is the request's last byte (upstream looks one
-	// byte past the end, §9.12).
+	// byte past the end, server.c:s1_msg_process_fn).
 	if data[identLen-1] != 0 || data[identLen+tagLen-1] != 0 || req[len(req)-1] != 0 {
 		return syscall.EINVAL
 	}

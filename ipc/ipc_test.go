@@ -241,7 +241,8 @@ func TestGetConfig(t *testing.T) {
 	}
 	for _, p := range []string{"priv/secret", "/priv/secret", "//priv/secret", "priv//secret",
 		"nodes/vm/priv/secret", "nodes/vm/priv//secret",
-		// upstream leaks these two to www-data (§9.11); we refuse them
+		// upstream leaks these two to www-data (it judges the raw string with
+		// cfs-utils.c:path_is_private); we refuse them
 		"nodes/vm//priv/secret", "nodes//vm/priv/secret", "/nodes/vm///priv/secret"} {
 		if e, _ := call(t, s, wwwData, OpGetConfig, zs(p)); e != syscall.EPERM {
 			t.Errorf("www-data %s: %v, want EPERM", p, e)
@@ -393,7 +394,7 @@ func propsReq(vmid uint32, names ...string) []byte {
 
 func TestGuestConfigProperties(t *testing.T) {
 	s, _ := newServer(t, guestFiles())
-	// §5.2.2 example
+	// the output upstream 9.1.6's status.c:cfs_create_guest_conf_properties_msg gave
 	e, out := call(t, s, root, OpGetGuestConfigProperties, propsReq(0, "name", "memory"))
 	if want := "{\n\"100\":{\"name\": \"myvm\",\"memory\": \"2048\"},\n\"101\":{\"memory\": \"512\"}\n}\n"; e != 0 || string(out) != want {
 		t.Errorf("got %v %q, want %q", e, out, want)

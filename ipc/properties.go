@@ -7,9 +7,8 @@ import (
 	"syscall"
 )
 
-// guestProperties renders ops 11 and 13 (status.c
-// cfs_create_guest_conf_properties_msg, §5.2.2) for one guest or, with vmid
-// 0, for every guest of the VM list.
+// guestProperties renders ops 11 and 13 (status.c:cfs_create_guest_conf_properties_msg)
+// for one guest or, with vmid 0, for every guest of the VM list.
 func (s *Server) guestProperties(props []string, vmid uint32) (syscall.Errno, []byte) {
 	list := s.DB.VMList()
 	var out bytes.Buffer

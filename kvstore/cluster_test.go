@@ -122,7 +122,7 @@ func TestStatusReplicates(t *testing.T) {
 			wantStatus(t, n.st, "", "kv/test", "value1\x00")
 		}
 	}
-	// An empty value deletes the key everywhere (§4.2.1).
+	// An empty value deletes the key everywhere (status.c:cfs_status_set, cfs_kvstore_node_set).
 	c.nodes[1].set(t, "kv/test", "")
 	c.run()
 	for _, n := range c.nodes {

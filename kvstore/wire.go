@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// NORMAL message subtypes of the KVSTORE group (§4.1.1).
+// NORMAL message subtypes of the KVSTORE group (docs/protocol.md#kvstore-messages).
 const (
 	MsgUpdate uint16 = 1
 	// MsgUpdateComplete is defined upstream but never sent; receiving it is

@@ -42,7 +42,7 @@ type Entry struct {
 // IsDir reports whether the entry is a directory.
 func (e Entry) IsDir() bool { return e.Type == TypeDir }
 
-// VM is one guest of the VM list (§2.8).
+// VM is one guest of the VM list (docs/upstream-behaviour.md#vm-list).
 type VM struct {
 	Node    string
 	Type    string // "qemu", "lxc" or "openvz"
@@ -55,12 +55,13 @@ type VMList struct {
 	VMs     map[uint32]VM
 }
 
-// Statfs holds what statfs reports (§2.5.7).
+// Statfs holds what statfs reports (memdb.c:memdb_statfs).
 type Statfs struct {
 	Bsize, Blocks, Bfree, Bavail, Files, Ffree, Namemax uint64
 }
 
-// Observer is told about changes, for the file-change counters of .version (§4.3).
+// Observer is told about changes, for the file-change counters of .version
+// (status.c:record_memdb_change, record_memdb_reload).
 // Calls happen after the change is durable and visible, never with memdb locks held.
 type Observer interface {
 	FileChanged(path string) // path exactly as passed to the operation
@@ -84,7 +85,7 @@ type DB struct {
 
 	wmu    sync.Mutex // one mutation at a time; guards be and failed
 	be     *backend
-	failed bool // sticky after any SQLite error (§2.2.2) or Close
+	failed bool // sticky after any SQLite error (upstream's memdb->errors) or Close
 
 	mu  sync.RWMutex // guards the contents of t and vml
 	t   *tree

@@ -166,7 +166,7 @@ func (db *DB) ReadDir(path string) ([]Entry, error) {
 	return list, nil
 }
 
-// Statfs reports the upstream statfs figures (§2.5.7).
+// Statfs reports the upstream statfs figures (memdb.c:memdb_statfs).
 func (db *DB) Statfs() Statfs {
 	db.mu.RLock()
 	var size uint64
@@ -193,7 +193,7 @@ func (db *DB) IsLockDir(path string) bool {
 	return e != nil && e.typ == TypeDir
 }
 
-// EntryChecksum is the lock checksum of one entry (§2.6.3).
+// EntryChecksum is the lock checksum of one entry (memdb.c:memdb_tree_entry_csum).
 func (db *DB) EntryChecksum(path string) ([32]byte, error) {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
@@ -204,15 +204,16 @@ func (db *DB) EntryChecksum(path string) ([32]byte, error) {
 	return e.lockChecksum(), nil
 }
 
-// Index returns the encoded memdb index (§2.6.4), the DCDB STATE payload.
+// Index returns the encoded memdb index (docs/protocol.md#memdb-index), the DCDB STATE payload.
 func (db *DB) Index() []byte {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	return db.t.encodeIndex()
 }
 
-// TreeChecksum is the whole-tree checksum used by VERIFY (§2.6.2). The entries are
-// captured under the read lock and hashed after it, since data slices never change.
+// TreeChecksum is the whole-tree checksum used by VERIFY (memdb.c:memdb_compute_checksum).
+// The entries are captured under the read lock and hashed after it, since data slices never
+// change.
 func (db *DB) TreeChecksum() [32]byte {
 	type part struct {
 		head []byte

@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// lockInfo is what this node remembers of one lock incarnation (§2.7.2).
+// lockInfo is what this node remembers of one lock incarnation
+// (docs/upstream-behaviour.md#locks).
 type lockInfo struct {
 	firstSeen uint32 // node-local seconds
 	csum      [32]byte
@@ -37,7 +38,7 @@ func (db *DB) forgetLock(path string) {
 	db.locksMu.Unlock()
 }
 
-// LockExpired implements memdb_lock_expired (§2.7.3).
+// LockExpired implements memdb.c:memdb_lock_expired.
 func (db *DB) LockExpired(path string, csum [32]byte) bool {
 	now := db.nowSeconds()
 	key := canonical(path)
@@ -57,7 +58,9 @@ func (db *DB) LockExpired(path string, csum [32]byte) bool {
 }
 
 // updateLocks rebuilds the lock table from priv/lock after a load. Unlike upstream
-// (§2.7.6) a lock whose checksum did not change keeps its first-seen time.
+// (memdb.c:memdb_update_locks looks the old times up in the new, empty table, so every
+// reload restarts every lock's timer) a lock whose checksum did not change keeps its
+// first-seen time.
 func (db *DB) updateLocks(t *tree) {
 	now := db.nowSeconds()
 	db.locksMu.Lock()

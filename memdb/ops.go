@@ -148,7 +148,7 @@ func (db *DB) parentDir(path string) (parent *entry, dir, base string, err error
 	return parent, dir, base, nil
 }
 
-// Mkdir is memdb_mkdir (§2.5.1).
+// Mkdir is memdb.c:memdb_mkdir.
 func (db *DB) Mkdir(path string, writer, mtime uint32) error {
 	return db.mkdir(true, path, writer, mtime)
 }
@@ -187,7 +187,7 @@ func (db *DB) Create(path string, writer, mtime uint32) error {
 	return err
 }
 
-// Write is memdb_write (§2.5.2); truncate=true also shrinks the file to off+len(data),
+// Write is memdb.c:memdb_write; truncate=true also shrinks the file to off+len(data),
 // so a truncate(n) is Write(path, n, nil, true).
 func (db *DB) Write(path string, off uint64, data []byte, truncate bool, writer, mtime uint32) (int, error) {
 	return db.pwrite(true, path, off, data, truncate, false, writer, mtime)
@@ -258,7 +258,7 @@ func (db *DB) pwrite(wait bool, path string, off uint64, data []byte, truncate, 
 	return len(data), nil
 }
 
-// Mtime is memdb_mtime (§2.5.3) with the lock-directory rules.
+// Mtime is memdb.c:memdb_mtime with the lock-directory rules.
 func (db *DB) Mtime(path string, writer, mtime uint32) error {
 	return db.mtime(true, path, writer, mtime)
 }
@@ -301,7 +301,7 @@ func (db *DB) mtime(wait bool, path string, writer, mtime uint32) error {
 	})
 }
 
-// Delete is memdb_delete (§2.5.4), serving both unlink and rmdir.
+// Delete is memdb.c:memdb_delete, serving both unlink and rmdir.
 func (db *DB) Delete(path string, writer, mtime uint32) error {
 	return db.delete(true, path, writer, mtime)
 }
@@ -336,7 +336,7 @@ func (db *DB) delete(wait bool, path string, writer, mtime uint32) error {
 	})
 }
 
-// Rename is memdb_rename (§2.5.5): the entry keeps its inode and gets a new version;
+// Rename is memdb.c:memdb_rename: the entry keeps its inode and gets a new version;
 // an existing target is replaced in the same transaction.
 func (db *DB) Rename(from, to string, writer, mtime uint32) error {
 	return db.rename(true, from, to, writer, mtime)

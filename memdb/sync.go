@@ -15,8 +15,8 @@ import (
 	"syscall"
 )
 
-// SyncRecord is one inode as a DCDB state transfer carries it (§3.6.4). The root
-// is inode 0 with an empty name.
+// SyncRecord is one inode as a DCDB state transfer carries it
+// (docs/protocol.md#update-record). The root is inode 0 with an empty name.
 type SyncRecord struct {
 	Parent, Inode, Version uint64
 	Writer, Mtime          uint32
@@ -28,8 +28,8 @@ type SyncRecord struct {
 // presyncBackups is how many pre-sync copies of the database are kept.
 const presyncBackups = 10
 
-// Failed reports the sticky error state (§2.2.2): after a SQLite error every
-// change is refused, and DCDB must stop replicating.
+// Failed reports the sticky error state (docs/upstream-behaviour.md#sticky-database-errors):
+// after a SQLite error every change is refused, and DCDB must stop replicating.
 func (db *DB) Failed() bool {
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
@@ -58,9 +58,9 @@ type IndexEntry struct {
 	Digest [32]byte
 }
 
-// ParseIndex checks an encoded index (§2.6.4) and returns its entries. It accepts
-// only what encodeIndex can produce the shape of: consistent byte and entry
-// counts and inodes strictly ascending.
+// ParseIndex checks an encoded index (docs/protocol.md#memdb-index) and returns its
+// entries. It accepts only what encodeIndex can produce the shape of: consistent byte and
+// entry counts and inodes strictly ascending.
 func ParseIndex(b []byte) ([]IndexEntry, error) {
 	if len(b) < 32 {
 		return nil, fmt.Errorf("memdb index too short (%d bytes)", len(b))
@@ -95,7 +95,8 @@ func (t *tree) pathOf(e *entry) string {
 	return strings.Join(parts, "/")
 }
 
-// ApplySync is the DCDB commit (§3.6.5): in one SQLite transaction it deletes
+// ApplySync is the DCDB commit (database.c:bdb_backend_commit_update,
+// docs/protocol.md#commit): in one SQLite transaction it deletes
 // every inode missing from the leader's index, writes the received records,
 // reloads the tree and requires its index to equal leaderIndex byte for byte.
 // Only then is the transaction committed and the new tree swapped in. Before

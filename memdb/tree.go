@@ -17,7 +17,7 @@ type entry struct {
 	name                   string
 	data                   []byte            // regular files
 	children               map[string]*entry // directories
-	digest                 [32]byte          // §2.6.1, kept current by setDigest
+	digest                 [32]byte          // the index digest, kept current by setDigest
 }
 
 func (e *entry) size() uint32 { return uint32(len(e.data)) }
@@ -27,8 +27,8 @@ func (e *entry) public() Entry {
 		Mtime: e.mtime, Size: e.size(), Type: e.typ, Name: e.name}
 }
 
-// fieldImage is the little-endian byte image upstream hashes for an entry (§2.6.1),
-// without the inode and the data.
+// fieldImage is the little-endian byte image upstream hashes for an entry
+// (memdb.c:memdb_encode_index, docs/protocol.md#checksums), without the inode and the data.
 func (e *entry) fieldImage(buf []byte) []byte {
 	buf = binary.LittleEndian.AppendUint64(buf, e.version)
 	buf = binary.LittleEndian.AppendUint32(buf, e.writer)
@@ -53,7 +53,7 @@ func (e *entry) setDigest() {
 	h.Sum(e.digest[:0])
 }
 
-// lockChecksum is §2.6.3: the inode followed by the digest fields.
+// lockChecksum is memdb.c:memdb_tree_entry_csum: the inode followed by the digest fields.
 func (e *entry) lockChecksum() [32]byte {
 	var sum [32]byte
 	h := sha256.New()
@@ -87,7 +87,8 @@ type row struct {
 const versionRowName = "__version__"
 
 // buildTree turns rows in any order into a tree, applying upstream's corruption rules
-// (§2.3.2) plus the ones needed so that a tree never loops or reuses an inode.
+// (database.c:bdb_backend_load_index, docs/upstream-behaviour.md#corrupt-database) plus the
+// ones needed so that a tree never loops or reuses an inode.
 func buildTree(rows []row) (*tree, error) {
 	t := newTree()
 	// Parents seen before their own row get a placeholder (typ 0), as upstream does.
@@ -238,7 +239,7 @@ func (t *tree) sortedEntries() []*entry {
 	return list
 }
 
-// encodeIndex builds the §2.6.4 index from the cached digests.
+// encodeIndex builds the index (docs/protocol.md#memdb-index) from the cached digests.
 func (t *tree) encodeIndex() []byte {
 	list := t.sortedEntries()
 	buf := make([]byte, 32, 32+40*len(list))

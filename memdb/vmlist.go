@@ -10,7 +10,8 @@ import (
 // vmTypeDirs maps the per-node directory to the VM type, in upstream's rebuild order.
 var vmTypeDirs = []struct{ dir, typ string }{{"qemu-server", "qemu"}, {"openvz", "openvz"}, {"lxc", "lxc"}}
 
-// vmList is the VM list state; per-VM versions come from one counter (§2.8.3).
+// vmList is the VM list state; per-VM versions come from one counter
+// (status.c:vmlist_hash_insert_vm).
 type vmList struct {
 	version uint64
 	counter uint64
@@ -50,8 +51,9 @@ func vmidOfName(name string) (uint32, bool) {
 	return uint32(v), true
 }
 
-// vmConfigPath reports whether path is nodes/<node>/<type dir>/<vmid>.conf (§2.8.1),
-// deciding on upstream's split_path so that odd spellings behave the same.
+// vmConfigPath reports whether path is nodes/<node>/<type dir>/<vmid>.conf
+// (memdb.c:path_contain_vm_config), deciding on upstream's split_path so that odd spellings
+// behave the same.
 func vmConfigPath(path string) (vmid uint32, node, typ string, ok bool) {
 	dir, base := splitPath(path)
 	if vmid, ok = vmidOfName(base); !ok {

@@ -2,7 +2,7 @@ package rrdfiles
 
 import "testing"
 
-// Expected targets follow upstream status.c:update_rrd_data (inventory §4.5.2).
+// Expected targets follow upstream status.c:update_rrd_data.
 func TestParse(t *testing.T) {
 	for _, c := range []struct{ key, value, file, want string }{
 		{"pve2-node/n1", "100:0:1700000000:1:2:3:4:5:6:7:8:9:10:11:12\x00",

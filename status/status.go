@@ -53,7 +53,7 @@ type Options struct {
 	Log      *logrus.Entry
 	// RRDUpdate, if set, is called (without locks held) for every accepted RRD value,
 	// local or remote, with the key after "rrd/" and the raw value. Writing the RRD files
-	// (rrdcached, §4.5.2-4.5.4) belongs there; it is not done by this package.
+	// (rrdcached, status.c:update_rrd_data) belongs there; it is not done by this package.
 	RRDUpdate func(key string, value []byte)
 }
 
@@ -242,10 +242,10 @@ func (s *Status) SetMembers(nodeids []uint32) {
 	s.clinfoVersion++
 }
 
-// SetStatus stores a local value (IPC SET_STATUS, §4.2.1): EFBIG above 32768 bytes;
-// "rrd/<id>" and "nodeip" go to their tables (ENOMEM if the value is empty, too long or
-// not NUL-terminated); anything else goes to the local kv table, where an empty value
-// deletes. The caller broadcasts key and value to KVSTORE afterwards in every case but
+// SetStatus stores a local value (IPC SET_STATUS, status.c:cfs_status_set): EFBIG above
+// 32768 bytes; "rrd/<id>" and "nodeip" go to their tables (ENOMEM if the value is empty,
+// too long or not NUL-terminated); anything else goes to the local kv table, where an empty
+// value deletes. The caller broadcasts key and value to KVSTORE afterwards in every case but
 // EFBIG, as upstream does.
 func (s *Status) SetStatus(key string, value []byte) error {
 	if len(value) > MaxStatusSize {

@@ -34,9 +34,10 @@ func newTest(t *testing.T) (*Status, *clock) {
 	return s, c
 }
 
-// Local mode right after start, as upstream's status.c prints it: no cluster info so the
-// short .members with version 0 (inventory §4.4.2 [V] layout), every counter 1 after the
-// memdb load (§4.3.2 [V]), .vmlist version 1 (§12.9), empty local kvstore block.
+// Local mode right after start, as upstream 9.1.6's status.c printed it (observed, see
+// docs/upstream-behaviour.md#status-files): no cluster info so the short .members with
+// version 0, every counter 1 after the memdb load, .vmlist version 1, empty local kvstore
+// block.
 func TestLocalModeAfterStart(t *testing.T) {
 	s, _ := newTest(t)
 	s.SetVMList(fakeVMs{memdb.VMList{Version: 1}})
@@ -80,7 +81,8 @@ func TestObservedFiles(t *testing.T) {
 	}
 }
 
-// §10.2: .vmlist of the golden scenario.
+// .vmlist of memdb's golden scenario (memdb_test.go:TestScenarioGolden) as upstream's
+// status.c:cfs_create_vmlist_msg printed it (docs/upstream-behaviour.md#errno-scenario).
 func TestVMListGolden(t *testing.T) {
 	s, _ := newTest(t)
 	s.SetVMList(fakeVMs{memdb.VMList{Version: 2, VMs: map[uint32]memdb.VM{100: {Node: "n1", Type: "qemu", Version: 2}}}})
@@ -99,7 +101,8 @@ func TestVMListGolden(t *testing.T) {
 	}
 }
 
-// §4.2 and §10.4 / §12.15 [V]: kv semantics.
+// kv semantics of status.c:cfs_status_set and cfs_create_status_msg, as upstream 9.1.6
+// showed them over IPC (docs/upstream-behaviour.md#status-values).
 func TestSetGetStatus(t *testing.T) {
 	s, _ := newTest(t)
 	if err := s.SetStatus("kv/test", []byte("value1\x00")); err != nil {
@@ -171,7 +174,7 @@ func TestNodeIPAndMembers(t *testing.T) {
 	s.SetNodeStatus(2, "nodeip", []byte("10.0.0.2\x00"))
 	s.SetNodeStatus(9, "kv/x", []byte("ignored\x00")) // unknown nodeid
 	s.SetNodeStatus(2, "kv/test", []byte("v2\x00"))
-	// inventory §4.4.2 layout
+	// status.c:cfs_create_memberlist_msg layout
 	want := "{\n\"nodename\": \"node1\",\n\"version\": 4,\n" + // nodeip, cluster info, confchg, node2 nodeip
 		"\"cluster\": { \"name\": \"testcluster\", \"version\": 1, \"nodes\": 3, \"quorate\": 1 },\n" +
 		"\"nodelist\": {\n" +
@@ -201,7 +204,7 @@ func TestNodeIPAndMembers(t *testing.T) {
 	}
 }
 
-// §4.5.5 [V]: lines then a NUL; 300 s expiry; 2 s cache.
+// status.c:cfs_rrd_dump: lines then a NUL; 300 s expiry; 2 s cache.
 func TestRRDDump(t *testing.T) {
 	var hooked []string
 	c := &clock{time.Unix(1700000000, 0)}
@@ -241,7 +244,8 @@ func TestLogMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// §12.16 / wire trace step d: first client message has uid 2 and this escaping
+	// As upstream showed over IPC and in its wire trace (step d): the first client message has
+	// uid 2 and this escaping
 	if e.UID != 2 || e.Msg != `hello \"quoted\" \u00e4 tab#009end` || e.Node != "node1" || e.Time != 1700000005 {
 		t.Fatalf("%+v", e)
 	}

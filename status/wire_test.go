@@ -14,12 +14,13 @@ import (
 )
 
 // Feeds node3's received KVSTORE UPDATEs from the upstream wire trace
-// (../shared/fixtures/upstream-9.1.6-wire, step d/e of its README) into SetNodeStatus.
+// (../shared/fixtures/upstream-9.1.6-wire, step d/e of its README; outside the repository,
+// see internal/fixtures) into SetNodeStatus. Skipped when the trace is absent.
 func TestWireNode3Updates(t *testing.T) {
 	path := filepath.Join("..", "..", "shared", "fixtures", "upstream-9.1.6-wire", "node3.jsonl.gz")
 	f, err := os.Open(path)
 	if err != nil {
-		t.Skip("wire fixtures not present")
+		t.Skipf("upstream wire trace not available: %v (see package internal/fixtures)", err)
 	}
 	defer f.Close()
 	z, err := gzip.NewReader(f)

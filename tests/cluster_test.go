@@ -218,7 +218,7 @@ func TestPmxcfsMountsOnEveryNode(t *testing.T) {
 		}
 	}
 	// Upstream imports each node's /etc/corosync/corosync.conf into an empty
-	// database on first start, byte-identical (inventory §12.14).
+	// database on first start, byte-identical (pmxcfs.c:main).
 	t.Run("imports-corosync-conf", func(t *testing.T) {
 		want, err := os.ReadFile(filepath.Join(b.NodeDir(1), "etc-corosync", "corosync.conf"))
 		if err != nil {
@@ -236,7 +236,7 @@ func TestPmxcfsMountsOnEveryNode(t *testing.T) {
 	})
 
 	// .members carries corosync's view: cluster name, node list and the quorate flag, which
-	// follows a partition and its heal (inventory §4.4, §12.12).
+	// follows a partition and its heal (status.c:cfs_create_memberlist_msg).
 	t.Run("members-follow-quorum", func(t *testing.T) {
 		members := func(i int) string {
 			out, _ := b.Exec(i, "cat", "/etc/pve/.members")

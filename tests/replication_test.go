@@ -101,7 +101,7 @@ func TestGoClusterReplication(t *testing.T) {
 
 	// A corosync.conf with a higher config_version written through /etc/pve reaches every
 	// node's /etc/corosync/corosync.conf, and corosync reloads it (.members shows the new
-	// cluster version) — §7.4, §12.14.
+	// cluster version), as upstream's dcdb.c:dcdb_sync_corosync_conf does.
 	t.Run("corosync-conf-reaches-hosts", func(t *testing.T) {
 		conf := mustExec(t, b, 1, "cat /etc/pve/corosync.conf")
 		if !strings.Contains(conf, "config_version: 1") {

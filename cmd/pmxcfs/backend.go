@@ -76,7 +76,8 @@ func (b *clusterBackend) Rename(from, to string) error {
 }
 
 // Utime with mtime 0 on a lock directory asks the lowest node to remove the lock if it has
-// expired, then sends the MTIME(0), which normally fails with EACCES (§2.7.4).
+// expired, then sends the MTIME(0), which normally fails with EACCES
+// (cfs-plug-memdb.c:cfs_plug_memdb_utimens, docs/protocol.md#unlock-messages).
 func (b *clusterBackend) Utime(path string, mtime uint32) error {
 	if err := b.ready(); err != nil {
 		return err

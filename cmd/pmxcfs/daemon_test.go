@@ -386,7 +386,8 @@ func TestUpstreamDatabaseTree(t *testing.T) {
 }
 
 // Without -l, a database holding corosync.conf means cluster mode; with no corosync the node
-// has no quorum, so the tree is read-only and every change is refused with EACCES (§1.9).
+// has no quorum, so the tree is read-only and every change is refused with EACCES
+// (docs/upstream-behaviour.md#without-quorum).
 func TestClusterModeWithoutCorosyncIsReadOnly(t *testing.T) {
 	needRoot(t)
 	n := newNode(t)
@@ -438,7 +439,7 @@ func TestDebugSwitch(t *testing.T) {
 }
 
 // A cluster database whose corosync.conf is newer than the host's updates the host file at
-// start-up (§7.4); an older one leaves it alone.
+// start-up (dcdb.c:dcdb_sync_corosync_conf); an older one leaves it alone.
 func TestNewerCorosyncConfReachesHost(t *testing.T) {
 	needRoot(t)
 	n := newNode(t)
@@ -488,7 +489,7 @@ func TestIPCMatchesGeneratedFiles(t *testing.T) {
 	}
 }
 
-// RRD values set over IPC land in RRD files, as upstream writes them (§4.5).
+// RRD values set over IPC land in RRD files, as upstream writes them (status.c:update_rrd_data).
 func TestIPCRRDUpdateWritesFile(t *testing.T) {
 	needRoot(t)
 	n := newNode(t)

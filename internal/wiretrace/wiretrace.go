@@ -1,6 +1,7 @@
 // Package wiretrace reads the CPG wire traces of upstream daemons
-// (../shared/fixtures/upstream-9.1.6-wire, documented in its README) for the tests that use
-// them as their oracle.
+// (upstream-9.1.6-wire/node<N>.jsonl.gz of the fixtures outside the repository, see
+// internal/fixtures; its README.md documents the format) for the tests that use them as
+// their oracle. Those tests are skipped when the fixtures are absent.
 package wiretrace
 
 import (
@@ -53,7 +54,7 @@ func Read(t testing.TB, node, group string) []Event {
 	path := filepath.Join(Dir(t), node+".jsonl.gz")
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
-		t.Skipf("fixtures absent: %s", path)
+		t.Skipf("upstream wire trace %s not available (see package internal/fixtures)", path)
 	}
 	if err != nil {
 		t.Fatal(err)
