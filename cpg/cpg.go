@@ -9,7 +9,7 @@ package cpg
 #include <stdlib.h>
 #include <corosync/cpg.h>
 
-cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx);
+cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx, int totem);
 cs_error_t pmx_cpg_group(cpg_handle_t handle, const char *name, size_t len, int join);
 cs_error_t pmx_cpg_mcast(cpg_handle_t handle, void *buf, size_t len);
 */
@@ -90,11 +90,22 @@ type ConfChg struct {
 	Joined  []Address
 }
 
+// TotemConfChg is a membership change of the totem ring under the groups. corosync sends
+// it after the groups' ConfChg of the same change, and once on joining (the current ring).
+type TotemConfChg struct {
+	RingNodeID uint32
+	RingSeq    uint64 // the ring id quorum notifications carry too
+	Members    []uint32
+}
+
 // Callbacks are called on the goroutine running Dispatch or Run, one at a
 // time and in corosync's delivery order. They may call Mcast and Close.
 type Callbacks struct {
 	Deliver func(Message)
 	ConfChg func(ConfChg)
+	// TotemConfChg, if set, makes Initialize use cpg_model_initialize (CPG_MODEL_V1, with the
+	// initial totem membership) instead of plain cpg_initialize; only local IPC differs.
+	TotemConfChg func(TotemConfChg)
 }
 
 // Handle is one connection to the cpg service.
@@ -108,11 +119,16 @@ type Handle struct {
 }
 
 // Initialize connects to corosync with plain cpg_initialize, as upstream
-// does. Without a running corosync this fails with ErrLibrary.
+// does, or with cpg_model_initialize when cb.TotemConfChg is set. Without a
+// running corosync this fails with ErrLibrary.
 func Initialize(cb Callbacks) (*Handle, error) {
 	h := &Handle{cb: cb, log: logrus.StandardLogger()}
 	h.self = cgo.NewHandle(h)
-	if err := cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(h.self)))); err != nil {
+	totem := C.int(0)
+	if cb.TotemConfChg != nil {
+		totem = 1
+	}
+	if err := cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(h.self), totem))); err != nil {
 		h.self.Delete()
 		return nil, err
 	}
@@ -323,4 +339,19 @@ func goCpgConfchg(ctx C.uintptr_t, group *C.char, glen C.uint32_t,
 		Left:    addresses(left, nleft),
 		Joined:  addresses(joined, njoined),
 	})
+}
+
+//export goCpgTotemConfchg
+func goCpgTotemConfchg(ctx C.uintptr_t, ringNode C.uint32_t, ringSeq C.uint64_t, members *C.uint32_t, n C.uint32_t) {
+	h := handleFrom(ctx)
+	if h == nil || h.cb.TotemConfChg == nil {
+		return
+	}
+	var ids []uint32
+	if n > 0 && members != nil {
+		for _, id := range unsafe.Slice(members, int(n)) {
+			ids = append(ids, uint32(id))
+		}
+	}
+	h.cb.TotemConfChg(TotemConfChg{RingNodeID: uint32(ringNode), RingSeq: uint64(ringSeq), Members: ids})
 }
