@@ -13,6 +13,7 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/cpg"
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 )
 
 // VerifyInterval is how often the lowest node asks the group to compare tree checksums.
@@ -28,6 +29,9 @@ type Group struct {
 	// Attach is called once with the new engine (dcdb.App.Attach).
 	Attach func(*dfsm.DFSM)
 	Log    *logrus.Entry
+	// Quorum, if set, follows the totem ring of the group's membership, for an application
+	// that checks deliveries with Quorum.Quorate.
+	Quorum *ringquorum.Gate
 
 	mu     sync.Mutex
 	engine *dfsm.DFSM
@@ -61,10 +65,20 @@ func (g *Group) CurrentEngine() *dfsm.DFSM {
 func (g *Group) Run(ctx context.Context) error {
 	g.once.Do(func() { g.ready = make(chan struct{}) })
 	var engine *dfsm.DFSM
-	h, err := cpg.Initialize(cpg.Callbacks{
+	cb := cpg.Callbacks{
 		Deliver: func(m cpg.Message) { engine.Deliver(m.NodeID, m.PID, m.Data) },
-		ConfChg: func(c cpg.ConfChg) { engine.Confchg(members(c.Members), members(c.Left), members(c.Joined)) },
-	})
+		ConfChg: func(c cpg.ConfChg) {
+			if g.Quorum != nil && ringChange(c) {
+				g.Quorum.RingChanging()
+			}
+			engine.Confchg(members(c.Members), members(c.Left), members(c.Joined))
+		},
+	}
+	if g.Quorum != nil {
+		g.Quorum.RingChanging() // until this connection's initial totem membership
+		cb.TotemConfChg = func(c cpg.TotemConfChg) { g.Quorum.SetRing(c.RingSeq) }
+	}
+	h, err := cpg.Initialize(cb)
 	if err != nil {
 		return fmt.Errorf("cpg_initialize failed: %w", err)
 	}
@@ -164,6 +178,22 @@ func (g *Group) currentHandle() *cpg.Handle {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.handle
+}
+
+// ringChange reports a group change that corosync made while syncing a new totem ring
+// (members that left or came with their node); the new ring's id follows it.
+func ringChange(c cpg.ConfChg) bool {
+	for _, a := range c.Left {
+		if a.Reason == cpg.ReasonNodeDown {
+			return true
+		}
+	}
+	for _, a := range c.Joined {
+		if a.Reason == cpg.ReasonNodeUp {
+			return true
+		}
+	}
+	return false
 }
 
 func members(addrs []cpg.Address) []dfsm.Member {

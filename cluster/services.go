@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pmxcfs-go/pmxcfs/cmap"
+	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 	"github.com/pmxcfs-go/pmxcfs/status"
 	"github.com/pmxcfs-go/pmxcfs/votequorum"
 )
@@ -55,10 +56,15 @@ func Supervise(ctx context.Context, log *logrus.Entry, svc Service) {
 	}
 }
 
-// QuorumWatcher follows libquorum's quorate flag into the status tables.
+// QuorumWatcher follows libquorum's quorate flag into the status tables and, per totem
+// ring, into Gate.
 type QuorumWatcher struct {
 	Status *status.Status
 	Log    *logrus.Entry
+	Gate   *ringquorum.Gate // optional
+	// Lag delays every notification (fault injection for tests: a quorum goroutine that
+	// runs late).
+	Lag time.Duration
 }
 
 // Members remembers the latest kvstore group membership ("online" in .members), so that a
@@ -85,7 +91,13 @@ func (w *QuorumWatcher) Name() string { return "quorum" }
 
 func (w *QuorumWatcher) Run(ctx context.Context) error {
 	q, err := votequorum.OpenQuorum(func(n votequorum.Notification) {
+		if w.Lag > 0 {
+			time.Sleep(w.Lag)
+		}
 		w.Status.SetQuorate(n.Quorate)
+		if w.Gate != nil {
+			w.Gate.Notify(n.RingSeq, n.Quorate)
+		}
 	})
 	if err != nil {
 		return err
@@ -93,6 +105,9 @@ func (w *QuorumWatcher) Run(ctx context.Context) error {
 	defer func() {
 		q.Close()
 		w.Status.SetQuorate(false) // a lost connection means unknown, which counts as no quorum
+		if w.Gate != nil {
+			w.Gate.Disconnected()
+		}
 	}()
 	q.SetLogger(w.Log)
 	if err := q.TrackStart(); err != nil {

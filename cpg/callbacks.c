@@ -32,14 +32,31 @@ static void confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 		     (struct cpg_address *)joined, njoined);
 }
 
+static void totem_confchg_cb(cpg_handle_t handle, struct cpg_ring_id ring_id,
+			     uint32_t nmembers, const uint32_t *members)
+{
+	goCpgTotemConfchg(context_of(handle), ring_id.nodeid, ring_id.seq,
+			  (uint32_t *)members, nmembers);
+}
+
 static cpg_callbacks_t callbacks = {
 	.cpg_deliver_fn = deliver_cb,
 	.cpg_confchg_fn = confchg_cb,
 };
 
-cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx)
+static cpg_model_v1_data_t model_v1 = {
+	.model = CPG_MODEL_V1,
+	.cpg_deliver_fn = deliver_cb,
+	.cpg_confchg_fn = confchg_cb,
+	.cpg_totem_confchg_fn = totem_confchg_cb,
+	.flags = CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
+};
+
+cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx, int totem)
 {
-	cs_error_t err = cpg_initialize(handle, &callbacks);
+	cs_error_t err = totem ?
+		cpg_model_initialize(handle, CPG_MODEL_V1, (cpg_model_data_t *)&model_v1, NULL) :
+		cpg_initialize(handle, &callbacks);
 	if (err != CS_OK)
 		return err;
 	err = cpg_context_set(*handle, (void *)ctx);

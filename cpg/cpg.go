@@ -9,7 +9,7 @@ package cpg
 #include <stdlib.h>
 #include <corosync/cpg.h>
 
-cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx);
+cs_error_t pmx_cpg_initialize(cpg_handle_t *handle, uintptr_t ctx, int totem);
 cs_error_t pmx_cpg_group(cpg_handle_t handle, const char *name, size_t len, int join);
 cs_error_t pmx_cpg_mcast(cpg_handle_t handle, void *buf, size_t len);
 */
@@ -36,7 +36,20 @@ const MaxGroupName = C.CPG_MAX_NAME_LENGTH - 1
 type Address struct {
 	NodeID uint32
 	PID    uint32
+	Reason Reason
 }
+
+// Reason says why a member joined or left (cpg_reason_t); a node-down or node-up means
+// the totem ring changed under the group.
+type Reason uint32
+
+const (
+	ReasonJoin     Reason = C.CPG_REASON_JOIN
+	ReasonLeave    Reason = C.CPG_REASON_LEAVE
+	ReasonNodeDown Reason = C.CPG_REASON_NODEDOWN
+	ReasonNodeUp   Reason = C.CPG_REASON_NODEUP
+	ReasonProcDown Reason = C.CPG_REASON_PROCDOWN
+)
 
 // Message is one delivered multicast. Data is a Go copy.
 type Message struct {
@@ -54,11 +67,22 @@ type ConfChg struct {
 	Joined  []Address
 }
 
+// TotemConfChg is a membership change of the totem ring under the groups. corosync sends
+// it after the groups' ConfChg of the same change, and once on joining (the current ring).
+type TotemConfChg struct {
+	RingNodeID uint32
+	RingSeq    uint64 // the ring id quorum notifications carry too
+	Members    []uint32
+}
+
 // Callbacks are called on the goroutine running Dispatch, one at a time and in corosync's
 // delivery order. They may call TryMcast and Close.
 type Callbacks struct {
 	Deliver func(Message)
 	ConfChg func(ConfChg)
+	// TotemConfChg, if set, makes Initialize use cpg_model_initialize (CPG_MODEL_V1, with the
+	// initial totem membership) instead of plain cpg_initialize; only local IPC differs.
+	TotemConfChg func(TotemConfChg)
 }
 
 // Handle is one connection to the cpg service.
@@ -70,7 +94,7 @@ type Handle struct {
 }
 
 // Initialize connects to corosync with plain cpg_initialize, as upstream
-// does. Without a running corosync this fails with CS_ERR_LIBRARY (cs.ErrLibrary).
+// does, or with cpg_model_initialize when cb.TotemConfChg is set. Without a running corosync this fails with CS_ERR_LIBRARY (cs.ErrLibrary).
 func Initialize(cb Callbacks) (*Handle, error) {
 	h := &Handle{cb: cb}
 	conn, err := cs.Open(cs.Lib{
@@ -84,7 +108,11 @@ func Initialize(cb Callbacks) (*Handle, error) {
 		Finalize:       func() cs.Code { return cs.Code(C.cpg_finalize(h.c)) },
 		DispatchPolicy: cs.CPG,
 	}, h, func(key uintptr) error {
-		return cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(key))))
+		totem := C.int(0)
+		if cb.TotemConfChg != nil {
+			totem = 1
+		}
+		return cs.Check("cpg_initialize", cs.Code(C.pmx_cpg_initialize(&h.c, C.uintptr_t(key), totem)))
 	})
 	if err != nil {
 		return nil, err
@@ -176,7 +204,7 @@ func addresses(p *C.struct_cpg_address, n C.size_t) []Address {
 	}
 	out := make([]Address, 0, int(n))
 	for _, a := range unsafe.Slice(p, int(n)) {
-		out = append(out, Address{NodeID: uint32(a.nodeid), PID: uint32(a.pid)})
+		out = append(out, Address{NodeID: uint32(a.nodeid), PID: uint32(a.pid), Reason: Reason(a.reason)})
 	}
 	return out
 }
@@ -206,4 +234,19 @@ func goCpgConfchg(ctx C.uintptr_t, group *C.char, glen C.uint32_t,
 		Left:    addresses(left, nleft),
 		Joined:  addresses(joined, njoined),
 	})
+}
+
+//export goCpgTotemConfchg
+func goCpgTotemConfchg(ctx C.uintptr_t, ringNode C.uint32_t, ringSeq C.uint64_t, members *C.uint32_t, n C.uint32_t) {
+	h, ok := cs.Lookup[*Handle](uintptr(ctx))
+	if !ok || h.cb.TotemConfChg == nil {
+		return
+	}
+	var ids []uint32
+	if n > 0 && members != nil {
+		for _, id := range unsafe.Slice(members, int(n)) {
+			ids = append(ids, uint32(id))
+		}
+	}
+	h.cb.TotemConfChg(TotemConfChg{RingNodeID: uint32(ringNode), RingSeq: uint64(ringSeq), Members: ids})
 }

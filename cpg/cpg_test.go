@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/internal/corotest"
 	"github.com/pmxcfs-go/pmxcfs/internal/cs"
+	"github.com/pmxcfs-go/pmxcfs/votequorum"
 )
 
 func TestMain(m *testing.M) {
@@ -107,7 +108,7 @@ func TestJoinMcastDeliver(t *testing.T) {
 	r.waitFor(t, "own join", func() bool { return len(r.confchg) > 0 })
 	c := r.confchg[0]
 	if c.Group != "pve_dcdb_v1" || len(c.Members) != 1 || c.Members[0].NodeID != 1 || c.Members[0].PID != pid ||
-		len(c.Joined) != 1 || c.Joined[0] != c.Members[0] || len(c.Left) != 0 {
+		len(c.Joined) != 1 || c.Joined[0].NodeID != 1 || c.Joined[0].PID != pid || c.Joined[0].Reason != ReasonJoin || len(c.Left) != 0 {
 		t.Fatalf("confchg = %+v", c)
 	}
 
@@ -146,6 +147,50 @@ func TestJoinMcastDeliver(t *testing.T) {
 
 	if err := h.Leave(ctx, "pve_dcdb_v1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The totem membership callback reports the ring id that quorum notifications carry, so a
+// delivery can be tied to the quorum of its ring.
+func TestTotemConfChgCarriesTheQuorumRing(t *testing.T) {
+	corotest.Start(t, corotest.DefaultConfig())
+	notes := make(chan votequorum.Notification, 16)
+	q, err := votequorum.OpenQuorum(func(n votequorum.Notification) { notes <- n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if err := q.TrackStart(); err != nil {
+		t.Fatal(err)
+	}
+	go q.Run(context.Background())
+
+	r := newRecorder()
+	var totem []TotemConfChg
+	cb := r.callbacks()
+	cb.TotemConfChg = func(c TotemConfChg) { r.mu.Lock(); totem = append(totem, c); r.mu.Unlock(); r.poke() }
+	h, err := Initialize(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	go h.Run(context.Background())
+	if err := h.Join(context.Background(), "pve_dcdb_v1"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "own join and the initial totem membership", func() bool { return len(r.confchg) > 0 && len(totem) > 0 })
+	tc := totem[0]
+	if tc.RingSeq == 0 || len(tc.Members) != 1 || tc.Members[0] != 1 {
+		t.Fatalf("totem confchg = %+v", tc)
+	}
+	var n votequorum.Notification
+	select {
+	case n = <-notes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no quorum notification")
+	}
+	if n.RingSeq != tc.RingSeq {
+		t.Fatalf("quorum notification for ring %d, totem membership ring %d", n.RingSeq, tc.RingSeq)
 	}
 }
 

@@ -24,6 +24,10 @@ type cluster struct {
 	dir   string
 	now   atomic.Int64 // node-local clock of every memdb (lock expiry)
 	nodes map[uint32]*node
+	// configure, if set, adjusts a node's application config before it starts.
+	configure func(n *node, cfg *Config)
+	// noConfirm hides the application's dfsm.Confirmer from the engine.
+	noConfirm bool
 }
 
 type node struct {
@@ -74,14 +78,22 @@ func (c *cluster) start(id uint32, db *memdb.DB) *node {
 	}
 	n := &node{id: id, path: c.dbPath(id), db: db}
 	n.quorate.Store(true)
-	n.app = New(Config{DB: db, Log: quietLogger(), Quorate: n.quorate.Load,
+	cfg := Config{DB: db, Log: quietLogger(), Quorate: n.quorate.Load,
 		CorosyncConfChanged: func(notify bool) {
 			n.mu.Lock()
 			n.confs = append(n.confs, notify)
 			n.mu.Unlock()
-		}})
+		}}
+	if c.configure != nil {
+		c.configure(n, &cfg)
+	}
+	n.app = New(cfg)
+	var app dfsm.Application = n.app
+	if c.noConfirm {
+		app = struct{ dfsm.Application }{n.app}
+	}
 	p, err := c.sim.Spawn(id, dfsm.Config{Name: GroupName, ProtocolVersion: ProtocolVersion,
-		App: n.app, Log: quietLogger(), OnModeChange: func(_, to dfsm.Mode) {
+		App: app, Log: quietLogger(), OnModeChange: func(_, to dfsm.Mode) {
 			n.mu.Lock()
 			n.modes = append(n.modes, to)
 			n.mu.Unlock()

@@ -33,6 +33,10 @@ type Config struct {
 	DB *memdb.DB
 	// Quorate reports cluster quorum; nil means always quorate.
 	Quorate func() bool
+	// QuorateAtDelivery, if set, replaces Quorate for delivered messages: whether quorum is
+	// known for the membership the message was delivered in (ringquorum.Gate.Quorate). It
+	// runs on the dispatch goroutine and may wait briefly for corosync's notification.
+	QuorateAtDelivery func() bool
 	// CorosyncConfChanged is called after corosync.conf changed through a
 	// delivered message (notify = the message came from this process) and
 	// after every sync commit (notify = false).
@@ -48,6 +52,9 @@ type App struct {
 	confHook func(bool)
 	log      logrus.FieldLogger
 	engine   *dfsm.DFSM
+
+	// deliveryQuorate guards applying a delivered message.
+	deliveryQuorate func() bool
 }
 
 // syncData is what a sync round keeps in SyncInfo.Data.
@@ -60,6 +67,7 @@ var (
 	_ dfsm.Application = (*App)(nil)
 	_ dfsm.Checksummer = (*App)(nil)
 	_ dfsm.Flusher     = (*App)(nil)
+	_ dfsm.Confirmer   = (*App)(nil)
 )
 
 // New returns the application for cfg.DB.
@@ -67,6 +75,10 @@ func New(cfg Config) *App {
 	a := &App{db: cfg.DB, quorate: cfg.Quorate, confHook: cfg.CorosyncConfChanged, log: cfg.Log}
 	if a.quorate == nil {
 		a.quorate = func() bool { return true }
+	}
+	a.deliveryQuorate = cfg.QuorateAtDelivery
+	if a.deliveryQuorate == nil {
+		a.deliveryQuorate = a.quorate
 	}
 	if a.log == nil {
 		a.log = logrus.StandardLogger().WithField("domain", "dcdb")
@@ -87,17 +99,23 @@ func (a *App) corosyncChanged(notify bool) {
 // result is upstream's result for a memdb outcome: 0 or the negative errno.
 func result(err error) int { return -int(errno.From(err)) }
 
+// notApplied is the local writer's result when a delivered message is not applied and the
+// node leaves the group: upstream's dcdb.c:dcdb_deliver returns without setting the result,
+// which dfsm.c:dfsm_cpg_deliver_callback initialised to -1, so dcdb.c:dcdb_send_fuse_message
+// hands the FUSE caller -1, i.e. EPERM.
+const notApplied = -int(syscall.EPERM)
+
 // Deliver applies one NORMAL message (dcdb.c:dcdb_deliver, docs/protocol.md#applying-a-message).
 func (a *App) Deliver(from dfsm.Member, subtype uint16, msgTime uint32, payload []byte) (int, error) {
 	if subtype < MsgWrite || subtype > MsgUnlock {
-		return -int(syscall.ENOTSUP), fmt.Errorf("received unknown message type (msg_type == %d)", subtype)
+		return notApplied, fmt.Errorf("received unknown message type (msg_type == %d)", subtype)
 	}
-	if !a.quorate() {
-		return -int(syscall.EACCES), errors.New("received write while not quorate - trigger resync")
+	if !a.deliveryQuorate() {
+		return notApplied, errors.New("received write while not quorate - trigger resync")
 	}
 	res, err := a.apply(from, subtype, msgTime, payload)
 	if err != nil {
-		return res, err
+		return notApplied, err
 	}
 	if a.db.Failed() {
 		if a.engine != nil {
@@ -183,6 +201,14 @@ func (a *App) unlock(from dfsm.Member, subtype uint16, msgTime uint32, m UnlockM
 // Flush commits the changes of the messages delivered since the last Flush in one
 // SQLite transaction (the engine calls it once per dispatch).
 func (a *App) Flush() error { return a.db.Commit() }
+
+// ConfirmMessage is the engine's confirmation of local changes (dfsm.Confirmer): an
+// UNLOCK_REQUEST for the root, which is no lock directory, so every node (upstream's too,
+// dcdb.c:dcdb_deliver) applies it without a change.
+func (a *App) ConfirmMessage() (uint16, []byte) {
+	m := UnlockMessage{}
+	return MsgUnlockRequest, m.Encode()
+}
 
 // Confchg needs no action: the engine tracks the membership.
 func (a *App) Confchg([]dfsm.Member) {}

@@ -134,6 +134,9 @@ type DFSM struct {
 	msgCount uint64
 	rcvd     uint64
 	waiters  map[uint64]*Pending
+
+	confirmer Confirmer // the application, if it confirms local results
+	confirm   confirmState
 }
 
 // New creates an engine in START mode. Call Start to join the group.
@@ -149,6 +152,7 @@ func New(cfg Config) (*DFSM, error) {
 	if d.log == nil {
 		d.log = logrus.StandardLogger().WithField("group", cfg.Name)
 	}
+	d.confirmer, _ = cfg.App.(Confirmer)
 	return d, nil
 }
 
@@ -308,17 +312,24 @@ type Pending struct {
 	done      chan struct{}
 	result    int
 	processed bool
+	// unconfirmed: applied here, but the group changed before the others were known to
+	// have it (Confirmer).
+	unconfirmed bool
 }
 
 // Done is closed once the message was delivered locally or the wait aborted.
 func (p *Pending) Done() <-chan struct{} { return p.done }
 
 // Result is valid after Done: the application's result, or syscall.EBUSY if
-// the message was never processed here (aborted by a restart, or dropped).
+// the message was never processed here (aborted by a restart, or dropped), or
+// syscall.EIO if it was applied here but not confirmed (Confirmer).
 func (p *Pending) Result() (int, error) {
 	<-p.done
 	if !p.processed {
 		return 0, syscall.EBUSY
+	}
+	if p.unconfirmed {
+		return 0, syscall.EIO
 	}
 	return p.result, nil
 }
@@ -336,8 +347,8 @@ func (d *DFSM) Submit(subtype uint16, payload []byte) (*Pending, error) {
 }
 
 // SendSync multicasts a NORMAL message and waits until this process has
-// delivered it (no timeout, as upstream). A failed send or an aborted wait
-// gives syscall.EBUSY.
+// delivered it (no timeout, as upstream), and with a Confirmer until that was
+// confirmed. A failed send or an aborted wait gives syscall.EBUSY.
 func (d *DFSM) SendSync(subtype uint16, payload []byte) (int, error) {
 	p, err := d.send(subtype, payload, true)
 	if err != nil {
@@ -349,34 +360,44 @@ func (d *DFSM) SendSync(subtype uint16, payload []byte) (int, error) {
 func (d *DFSM) send(subtype uint16, payload []byte, wait bool) (*Pending, error) {
 	d.sendMu.Lock()
 	defer d.sendMu.Unlock()
-	d.msgCount++
-	count := d.msgCount
+	count, err := d.mcastNormalLocked(subtype, payload)
+	if err != nil {
+		return nil, err
+	}
 	var p *Pending
 	if wait {
+		// Registered before sendMu is released, so before the delivery can look for it.
 		p = &Pending{Count: count, done: make(chan struct{})}
 		d.waiters[count] = p
-	}
-	m := Message{Header: Header{Type: MsgNormal, Subtype: subtype,
-		ProtocolVersion: d.cfg.ProtocolVersion, Time: d.now()}, Count: count, Payload: payload}
-	if err := d.mcast(m.Encode()); err != nil {
-		if p != nil {
-			delete(d.waiters, count)
-		}
-		return nil, err
 	}
 	return p, nil
 }
 
-// recordLocalResult hands a result to the waiter of count; like upstream, it
-// also releases every waiter with a lower count (their message was lost).
+// mcastNormalLocked sends a NORMAL message with the next count (sendMu held).
+func (d *DFSM) mcastNormalLocked(subtype uint16, payload []byte) (uint64, error) {
+	d.msgCount++
+	count := d.msgCount
+	m := Message{Header: Header{Type: MsgNormal, Subtype: subtype,
+		ProtocolVersion: d.cfg.ProtocolVersion, Time: d.now()}, Count: count, Payload: payload}
+	return count, d.mcast(m.Encode())
+}
+
+// recordLocalResult hands a result to the waiter of count (or holds it until it is
+// confirmed); like upstream, it also releases every waiter with a lower count (their
+// message was lost).
 func (d *DFSM) recordLocalResult(count uint64, result int) {
 	d.sendMu.Lock()
 	defer d.sendMu.Unlock()
+	d.confirmedLocked(count, result)
 	if p := d.waiters[count]; p != nil {
 		p.result, p.processed = result, true
+		if d.holdLocked(p) {
+			delete(d.waiters, count)
+		}
 	}
 	d.rcvd = count
 	d.wakeLocked()
+	d.sendConfirmLocked()
 }
 
 func (d *DFSM) abortWaiters() {
@@ -384,6 +405,7 @@ func (d *DFSM) abortWaiters() {
 	defer d.sendMu.Unlock()
 	d.rcvd = d.msgCount
 	d.wakeLocked()
+	d.abortConfirmLocked()
 }
 
 func (d *DFSM) wakeLocked() {

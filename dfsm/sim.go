@@ -3,6 +3,7 @@ package dfsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -27,14 +28,29 @@ type Simulator struct {
 	// AutoRejoin restarts an engine that left the group after an error (and
 	// is restartable) right after the configuration change without it.
 	AutoRejoin bool
+	// CutInFlight makes a membership change deliver the messages still in flight only
+	// to the members that end up with their sender, as totem does with agreed order: a
+	// node delivers its own message as soon as it sent it, and a partition at that
+	// moment keeps it from the others.
+	CutInFlight bool
 	// Trace, if set, receives one line per send, delivery and confchg.
 	Trace func(line string)
 	// Describe renders a payload in trace lines; printable text by default.
 	Describe func(m *Message) string
+	// OnRingChange and OnRing, if set, model corosync's totem ring for the CPG glue (and
+	// what a quorum service derives from it). Each component has a ring, a new one whenever
+	// its set of nodes changes. A process whose view changes with its component's ring, or
+	// that joins afresh, gets OnRingChange before its engine's confchg; every process whose
+	// ring is new to it gets OnRing after all confchgs of the change, as corosync sends the
+	// totem membership after the groups' changes.
+	OnRingChange func(p *SimProc)
+	OnRing       func(p *SimProc, ring uint64, nodes []uint32)
 
 	procs     []*SimProc
 	component map[uint32]int
 	nextPID   uint32
+	ringSeq   uint64
+	rings     map[uint32]simRing // per node: the ring of its component
 
 	// mu guards what writers on other goroutines touch through Mcast.
 	mu   sync.Mutex
@@ -51,6 +67,12 @@ type SimProc struct {
 	joined  bool
 	stopped bool
 	view    []Member
+	ring    uint64 // the ring last given to OnRing
+}
+
+type simRing struct {
+	seq   uint64
+	nodes []uint32
 }
 
 type simMessage struct {
@@ -79,7 +101,8 @@ func (c *FakeClock) Sleep(d time.Duration) {
 
 // NewSimulator returns an empty simulated cluster whose clock starts at t0.
 func NewSimulator(t0 int64) *Simulator {
-	return &Simulator{Clock: &FakeClock{T: t0}, AutoRejoin: true, component: map[uint32]int{}, nextPID: 100}
+	return &Simulator{Clock: &FakeClock{T: t0}, AutoRejoin: true, component: map[uint32]int{}, nextPID: 100,
+		rings: map[uint32]simRing{}}
 }
 
 func (s *Simulator) trace(format string, args ...any) {
@@ -279,11 +302,14 @@ func (s *Simulator) recipients(from *SimProc) []*SimProc {
 }
 
 func (s *Simulator) deliverMessage(m simMessage) {
+	s.deliverTo(m, s.recipients(m.from))
+}
+
+func (s *Simulator) deliverTo(m simMessage, to []*SimProc) {
 	if !m.from.joined && m.from.alive {
 		// Sent by a process that left before delivery: CPG drops it.
 		return
 	}
-	to := s.recipients(m.from)
 	names := make([]string, len(to))
 	for i, p := range to {
 		names[i] = p.Member.String()
@@ -302,12 +328,31 @@ func (s *Simulator) membershipChange(op simOp) {
 	old := s.fifo
 	s.fifo = nil
 	s.mu.Unlock()
-	for _, m := range old {
-		s.deliverMessage(m)
+	if s.CutInFlight {
+		to := make([][]*SimProc, len(old))
+		for i, m := range old {
+			to[i] = s.recipients(m.from)
+		}
+		s.mu.Lock()
+		op.apply()
+		s.mu.Unlock()
+		for i, m := range old {
+			var side []*SimProc
+			for _, p := range to[i] {
+				if s.component[p.NodeID] == s.component[m.from.NodeID] {
+					side = append(side, p)
+				}
+			}
+			s.deliverTo(m, side)
+		}
+	} else {
+		for _, m := range old {
+			s.deliverMessage(m)
+		}
+		s.mu.Lock()
+		op.apply()
+		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	op.apply()
-	s.mu.Unlock()
 
 	views := map[int][]Member{}
 	for _, p := range s.procs {
@@ -319,6 +364,7 @@ func (s *Simulator) membershipChange(op simOp) {
 	for _, v := range views {
 		sort.Slice(v, func(i, j int) bool { return v[i].less(v[j]) })
 	}
+	newRing := s.updateRings()
 	// A process joining afresh sees only the newcomers as joined, like CPG.
 	var fresh []Member
 	for _, p := range s.procs {
@@ -337,6 +383,10 @@ func (s *Simulator) membershipChange(op simOp) {
 		left, joined := diffMembers(p.view, nv), diffMembers(nv, p.view)
 		if p.view == nil {
 			joined = diffMembers(joined, diffMembers(joined, fresh))
+			p.ring = 0 // a new connection learns its ring again
+		}
+		if s.OnRingChange != nil && (newRing[p.NodeID] || p.view == nil) {
+			s.OnRingChange(p)
 		}
 		p.view = append([]Member(nil), nv...)
 		s.trace("%s confchg members=%s left=%s joined=%s", p.Member, fmtMembers(nv), fmtMembers(left), fmtMembers(joined))
@@ -360,6 +410,48 @@ func (s *Simulator) membershipChange(op simOp) {
 			p.view = nil
 		}
 	}
+	if s.OnRing != nil {
+		for _, p := range s.procs {
+			if r := s.rings[p.NodeID]; p.alive && p.joined && p.view != nil && p.ring != r.seq {
+				p.ring = r.seq
+				s.OnRing(p, r.seq, r.nodes)
+			}
+		}
+	}
+}
+
+// updateRings gives every component whose set of nodes changed a new ring and returns the
+// nodes that got one.
+func (s *Simulator) updateRings() map[uint32]bool {
+	byComp := map[int][]uint32{}
+	for n, c := range s.component {
+		byComp[c] = append(byComp[c], n)
+	}
+	changed := map[uint32]bool{}
+	comps := make([]int, 0, len(byComp))
+	for c, nodes := range byComp {
+		sort.Slice(nodes, func(i, j int) bool { return nodes[i] < nodes[j] })
+		comps = append(comps, c)
+	}
+	sort.Ints(comps) // ring ids in a deterministic order
+	for _, c := range comps {
+		nodes := byComp[c]
+		same := true
+		for _, n := range nodes {
+			if r, ok := s.rings[n]; !ok || !slices.Equal(r.nodes, nodes) {
+				same = false
+			}
+		}
+		if same {
+			continue
+		}
+		s.ringSeq += 4 // corosync's ring ids grow by 4
+		for _, n := range nodes {
+			s.rings[n] = simRing{seq: s.ringSeq, nodes: nodes}
+			changed[n] = true
+		}
+	}
+	return changed
 }
 
 func equalMembers(a, b []Member) bool {

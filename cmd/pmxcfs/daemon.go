@@ -23,6 +23,7 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/kvstore"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 	"github.com/pmxcfs-go/pmxcfs/qb"
+	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 	"github.com/pmxcfs-go/pmxcfs/rrdfiles"
 	"github.com/pmxcfs-go/pmxcfs/status"
 )
@@ -44,6 +45,7 @@ type daemonState struct {
 	corosyncConf *corosyncconf.Syncer
 	dcdb         *cluster.Group
 	kvstore      *cluster.Group
+	quorum       *ringquorum.Gate // DCDB deliveries against the quorum of their ring
 	ipcServer    *ipc.Server
 	ipc          *qb.Service
 	rrd          *rrdfiles.Writer
@@ -69,7 +71,7 @@ func (d *daemonState) startClusterServices() {
 		cluster.Service
 		log *logrus.Entry
 	}{
-		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog}, quorumLog},
+		{&cluster.QuorumWatcher{Status: d.status, Log: quorumLog, Gate: d.quorum, Lag: testQuorumLag()}, quorumLog},
 		{&cluster.ConfigWatcher{Status: d.status, Log: confdbLog, Members: members}, confdbLog},
 		{d.dcdb, logging.For("dcdb")},
 		{d.kvstore, logging.For("status")},
@@ -146,12 +148,14 @@ func (d *daemonState) start() error {
 			d.corosyncConf.Reload = func() error { return nil }
 		}
 		d.corosyncConfChanged(true)
+		d.quorum = &ringquorum.Gate{}
 		app := dcdb.New(dcdb.Config{
-			DB: d.db, Quorate: d.status.Quorate, CorosyncConfChanged: d.corosyncConfChanged, Log: logging.For("dcdb"),
+			DB: d.db, Quorate: d.status.Quorate, QuorateAtDelivery: d.quorum.Quorate,
+			CorosyncConfChanged: d.corosyncConfChanged, Log: logging.For("dcdb"),
 		})
 		d.dcdb = &cluster.Group{
 			GroupName: dcdb.GroupName, ProtocolVersion: dcdb.ProtocolVersion,
-			App: app, Attach: app.Attach, Log: logging.For("dcdb"),
+			App: app, Attach: app.Attach, Log: logging.For("dcdb"), Quorum: d.quorum,
 		}
 		backend = &clusterBackend{db: d.db, app: app, group: d.dcdb, status: d.status}
 		d.startClusterServices()
@@ -182,6 +186,23 @@ func (d *daemonState) start() error {
 	d.wrotePID = true
 	os.Remove(o.restartFlag())
 	return nil
+}
+
+// testQuorumLag reads PMXCFS_TEST_QUORUM_LAG (a Go duration): the bench tests use it to
+// make the quorum goroutine run late, which widens the window in which a node cut off from
+// the majority has not yet processed its loss of quorum.
+func testQuorumLag() time.Duration {
+	v := os.Getenv("PMXCFS_TEST_QUORUM_LAG")
+	if v == "" {
+		return 0
+	}
+	lag, err := time.ParseDuration(v)
+	if err != nil || lag < 0 {
+		logging.For("quorum").Warnf("ignoring PMXCFS_TEST_QUORUM_LAG=%q", v)
+		return 0
+	}
+	logging.For("quorum").Warnf("test mode: quorum notifications are processed %v late", lag)
+	return lag
 }
 
 // importCorosyncConf seeds a brand-new database with the host's corosync.conf, which is
