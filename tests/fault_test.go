@@ -113,13 +113,13 @@ func faultKillRounds(t *testing.T, b *bench.Bench, cfg faultConfig, rng *rand.Ra
 		}
 		step := fmt.Sprintf("kill round %d/%d (kill -9 pmxcfs on node %v)", r+1, cfg.rounds, nodes)
 		storm.start(step)
-		faultPause(rng, 1000, 2000)
+		faultPause(rng, 800, 1500)
 		for _, v := range nodes {
 			if err := b.Kill(v, bench.Pmxcfs, true); err != nil {
 				t.Fatal(err)
 			}
 		}
-		faultPause(rng, 300, 1500)
+		faultPause(rng, 300, 1000)
 		for _, v := range nodes {
 			if err := b.Restart(v, bench.Pmxcfs); err != nil {
 				t.Fatal(err)
@@ -128,7 +128,7 @@ func faultKillRounds(t *testing.T, b *bench.Bench, cfg faultConfig, rng *rand.Ra
 		if err := b.WaitPmxcfs(30*time.Second, nodes...); err != nil {
 			t.Fatal(err)
 		}
-		faultPause(rng, 1000, 2000)
+		faultPause(rng, 800, 1500)
 		storm.halt(t)
 		l.settle(t, b, step)
 	}
@@ -144,7 +144,7 @@ func faultPartitionCycles(t *testing.T, b *bench.Bench, cfg faultConfig, rng *ra
 	for c, p := range faultOrder(rng, cfg.cycles, b.N()) {
 		step := fmt.Sprintf("partition cycle %d/%d (node %d cut off)", c+1, cfg.cycles, p)
 		storm.start(step)
-		faultPause(rng, 500, 1500)
+		faultPause(rng, 300, 1000)
 		if err := b.Partition(p); err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func faultPartitionCycles(t *testing.T, b *bench.Bench, cfg faultConfig, rng *ra
 		} else {
 			l.mustRefuse(p, probe.end)
 		}
-		faultPause(rng, 1000, 2000)
+		faultPause(rng, 800, 1500)
 		l.mayAccept(p)
 		if err := b.Heal(p); err != nil {
 			t.Fatal(err)
@@ -171,7 +171,7 @@ func faultPartitionCycles(t *testing.T, b *bench.Bench, cfg faultConfig, rng *ra
 		if err := b.WaitQuorum(quorumTimeout); err != nil {
 			t.Fatal(err)
 		}
-		faultPause(rng, 500, 1500)
+		faultPause(rng, 300, 1000)
 		storm.halt(t)
 		l.settle(t, b, step)
 	}
@@ -405,7 +405,7 @@ func TestFaultDatabase(t *testing.T) {
 		} else {
 			t.Logf("%s: refused after %d probes: %s", step, probes, probe)
 		}
-		faultPause(rng, 1500, 2500)
+		faultPause(rng, 1000, 1500)
 		storm.halt(t)
 		if b.Pid(node, bench.Pmxcfs) == 0 {
 			t.Fatalf("%s: the daemon died:\n%s", step, b.Logs(node))
@@ -437,7 +437,7 @@ func TestFaultDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 		storm.start(step)
-		faultPause(rng, 1500, 2500)
+		faultPause(rng, 1000, 1500)
 		storm.halt(t)
 		// room to open the database, not to take the resync
 		df, _ = b.Exec(node, "sh", "-c", "dd if=/dev/zero of=/var/lib/pve-cluster/filler bs=64k 2>&1 | tail -1; truncate -s -256k /var/lib/pve-cluster/filler; df -k /var/lib/pve-cluster | tail -1")
@@ -457,7 +457,7 @@ func TestFaultDatabase(t *testing.T) {
 		} else {
 			t.Logf("%s: pmxcfs runs", step)
 			storm.start(step + " (running)")
-			faultPause(rng, 1500, 2500)
+			faultPause(rng, 1000, 1500)
 			storm.halt(t)
 			if b.Pid(node, bench.Pmxcfs) == 0 {
 				t.Errorf("%s: the daemon died:\n%s", step, logTail())

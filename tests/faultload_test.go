@@ -139,6 +139,7 @@ type faultLedger struct {
 
 	stepAcked   map[int]int
 	stepRefused map[string]int
+	stepExample map[string]*faultOp // the first refusal of each errno in the step
 	acked       int
 	refused     int
 	lost        int
@@ -153,6 +154,17 @@ func newFaultLedger() *faultLedger {
 func (l *faultLedger) resetStep() {
 	l.stepAcked = map[int]int{}
 	l.stepRefused = map[string]int{}
+	l.stepExample = map[string]*faultOp{}
+}
+
+// countRefusal books a refused operation; the caller holds mu.
+func (l *faultLedger) countRefusal(op *faultOp) {
+	name := errnoName(op.err)
+	l.stepRefused[name]++
+	l.refused++
+	if l.stepExample[name] == nil {
+		l.stepExample[name] = op
+	}
 }
 
 // record books op: its count, and for an acknowledged write or delete the expectation of its
@@ -161,8 +173,7 @@ func (l *faultLedger) record(op *faultOp, present bool, extra ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if op.err != nil {
-		l.stepRefused[errnoName(op.err)]++
-		l.refused++
+		l.countRefusal(op)
 		delete(l.expect, op.path)
 		for _, p := range extra {
 			delete(l.expect, p)
@@ -186,8 +197,7 @@ func (l *faultLedger) note(op *faultOp) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if op.err != nil {
-		l.stepRefused[errnoName(op.err)]++
-		l.refused++
+		l.countRefusal(op)
 	} else {
 		l.stepAcked[op.node]++
 		l.acked++
@@ -240,16 +250,18 @@ func (l *faultLedger) figures(lostNow int) string {
 	for _, n := range nodes {
 		per = append(per, fmt.Sprintf("node%d %d", n, l.stepAcked[n]))
 	}
-	var names []string
+	var names, examples []string
 	refused := 0
 	for name, c := range l.stepRefused {
 		names = append(names, fmt.Sprintf("%s %d", name, c))
+		examples = append(examples, "\n  first "+name+": "+l.stepExample[name].String())
 		refused += c
 	}
 	sort.Strings(names)
+	sort.Strings(examples)
 	l.resetStep()
-	return fmt.Sprintf("acknowledged %d (%s), refused %d {%s}, lost %d | run so far: acknowledged %d, refused %d, lost %d, paths checked %d",
-		acked, strings.Join(per, ", "), refused, strings.Join(names, ", "), lostNow, l.acked, l.refused, l.lost, len(l.expect))
+	return fmt.Sprintf("acknowledged %d (%s), refused %d {%s}, lost %d | run so far: acknowledged %d, refused %d, lost %d, paths checked %d%s",
+		acked, strings.Join(per, ", "), refused, strings.Join(names, ", "), lostNow, l.acked, l.refused, l.lost, len(l.expect), strings.Join(examples, ""))
 }
 
 // do runs fn as one operation of kind on path at node and records it.
