@@ -94,6 +94,7 @@ func (w *QuorumWatcher) Run(ctx context.Context) error {
 		if w.Lag > 0 {
 			time.Sleep(w.Lag)
 		}
+		w.Status.SetQuorumNodes(n.Nodes)
 		w.Status.SetQuorate(n.Quorate)
 		if w.Gate != nil {
 			w.Gate.Notify(n.RingSeq, n.Quorate)
@@ -105,6 +106,7 @@ func (w *QuorumWatcher) Run(ctx context.Context) error {
 	defer func() {
 		q.Close()
 		w.Status.SetQuorate(false) // a lost connection means unknown, which counts as no quorum
+		w.Status.SetQuorumNodes(nil)
 		if w.Gate != nil {
 			w.Gate.Disconnected()
 		}

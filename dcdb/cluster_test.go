@@ -524,3 +524,48 @@ func TestPeersLongNamesAreApplied(t *testing.T) {
 		t.Fatal("reopened database differs from the synced tree")
 	}
 }
+
+// A process that (re)joins while another quorate node's pmxcfs is away accepts no local
+// change until it has synced with that node too: the absent node may hold acknowledged
+// changes of its own, with a version that makes it the leader of that later sync, which
+// would replace whatever the returning group acknowledged meanwhile.
+func TestRejoinWaitsForEveryQuorateNode(t *testing.T) {
+	c := newCluster(t)
+	corosyncNodes := func() []uint32 { return []uint32{1, 2, 3} } // corosync runs on all three
+	c.configure = func(n *node, cfg *Config) { cfg.QuorumNodes = corosyncNodes }
+	for id := uint32(1); id <= 3; id++ {
+		c.start(id, nil)
+	}
+	c.run()
+	for id := uint32(1); id <= 3; id++ {
+		if ok, missing := c.nodes[id].app.CaughtUp(); !ok {
+			t.Fatalf("node %d not caught up with every node present (missing %v)", id, missing)
+		}
+	}
+	c.stop(1)
+	c.stop(2)
+	// Node 3 stays in the group and keeps accepting changes, as upstream.
+	if ok, _ := c.nodes[3].app.CaughtUp(); !ok {
+		t.Fatal("a node that stayed in the group stopped accepting changes")
+	}
+	c.must(3, writeFile("alone-on-3", "3"))
+	c.stop(3)
+	c.start(1, nil)
+	c.start(2, nil)
+	c.run()
+	for id := uint32(1); id <= 2; id++ {
+		ok, missing := c.nodes[id].app.CaughtUp()
+		if ok || len(missing) != 1 || missing[0] != 3 {
+			t.Fatalf("node %d: caught up %v, missing %v; want waiting for node 3", id, ok, missing)
+		}
+	}
+	c.start(3, nil)
+	c.run()
+	c.converged()
+	c.readAll("alone-on-3", "3")
+	for id := uint32(1); id <= 3; id++ {
+		if ok, missing := c.nodes[id].app.CaughtUp(); !ok {
+			t.Fatalf("node %d still waiting after node 3 returned (missing %v)", id, missing)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -41,7 +42,11 @@ type Config struct {
 	// delivered message (notify = the message came from this process) and
 	// after every sync commit (notify = false).
 	CorosyncConfChanged func(notify bool)
-	Log                 logrus.FieldLogger
+	// QuorumNodes, if set, returns the node ids of corosync's quorum membership; then
+	// this node accepts local changes only once, since it (re)joined the group, it has
+	// synced with a group holding a pmxcfs of every one of them (CaughtUp).
+	QuorumNodes func() []uint32
+	Log         logrus.FieldLogger
 }
 
 // App is the DCDB application. Create it, build the engine with it, then
@@ -55,6 +60,12 @@ type App struct {
 
 	// deliveryQuorate guards applying a delivered message.
 	deliveryQuorate func() bool
+
+	// The catch-up rule (CaughtUp): the group's nodes as of the last Confchg since the
+	// last (re)join, and whether local changes are open (latched until the next rejoin).
+	quorumNodes func() []uint32
+	members     atomic.Pointer[map[uint32]bool]
+	caughtUp    atomic.Bool
 }
 
 // syncData is what a sync round keeps in SyncInfo.Data.
@@ -68,11 +79,14 @@ var (
 	_ dfsm.Checksummer = (*App)(nil)
 	_ dfsm.Flusher     = (*App)(nil)
 	_ dfsm.Confirmer   = (*App)(nil)
+	_ dfsm.Starter     = (*App)(nil)
 )
 
 // New returns the application for cfg.DB.
 func New(cfg Config) *App {
-	a := &App{db: cfg.DB, quorate: cfg.Quorate, confHook: cfg.CorosyncConfChanged, log: cfg.Log}
+	a := &App{db: cfg.DB, quorate: cfg.Quorate, confHook: cfg.CorosyncConfChanged, log: cfg.Log,
+		quorumNodes: cfg.QuorumNodes}
+	a.caughtUp.Store(cfg.QuorumNodes == nil)
 	if a.quorate == nil {
 		a.quorate = func() bool { return true }
 	}
@@ -210,8 +224,52 @@ func (a *App) ConfirmMessage() (uint16, []byte) {
 	return MsgUnlockRequest, m.Encode()
 }
 
-// Confchg needs no action: the engine tracks the membership.
-func (a *App) Confchg([]dfsm.Member) {}
+// Starting forgets what this node knew of the group: after a (re)join it may have missed
+// changes that a node whose pmxcfs is absent from the group acknowledged, and which a
+// later sync with that node would prefer over ours (highest version wins,
+// dcdb.c:dcdb_select_leader). So local changes wait until CaughtUp.
+func (a *App) Starting() {
+	if a.quorumNodes != nil {
+		a.caughtUp.Store(false)
+	}
+	a.members.Store(nil)
+}
+
+// Confchg records which nodes have a pmxcfs in the group.
+func (a *App) Confchg(members []dfsm.Member) {
+	m := make(map[uint32]bool, len(members))
+	for _, mb := range members {
+		m[mb.NodeID] = true
+	}
+	a.members.Store(&m)
+	a.CaughtUp()
+}
+
+// CaughtUp reports whether local changes are accepted, and otherwise the quorate nodes
+// whose pmxcfs this node has not synced with since it (re)joined. Upstream accepts
+// changes as soon as it is quorate; a node that restarts while another node's pmxcfs is
+// down would then acknowledge changes that the other node's return can drop, so ours
+// waits for it: for a sync (mode SYNCED) in a group holding a pmxcfs of every node of
+// corosync's quorum membership. Safe from any goroutine.
+func (a *App) CaughtUp() (bool, []uint32) {
+	if a.caughtUp.Load() {
+		return true, nil
+	}
+	mp := a.members.Load()
+	var missing []uint32
+	for _, n := range a.quorumNodes() {
+		if mp == nil || !(*mp)[n] {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 || a.engine == nil || a.engine.Mode() != dfsm.ModeSynced {
+		return false, missing
+	}
+	if a.caughtUp.CompareAndSwap(false, true) {
+		a.log.Info("synced with the pmxcfs of every quorate node - accepting local changes")
+	}
+	return true, nil
+}
 
 // GetState returns the memdb index (dcdb.c:dcdb_get_state).
 func (a *App) GetState() ([]byte, error) { return a.db.Index(), nil }
@@ -219,8 +277,8 @@ func (a *App) GetState() ([]byte, error) { return a.db.Index(), nil }
 // Checksum is the whole-tree checksum VERIFY compares (docs/protocol.md#verify).
 func (a *App) Checksum() ([dfsm.ChecksumLen]byte, error) { return a.db.TreeChecksum(), nil }
 
-// Synced needs no action.
-func (a *App) Synced() {}
+// Synced checks the catch-up rule (for its log line; writers check it themselves).
+func (a *App) Synced() { a.CaughtUp() }
 
 // SelectLeader returns the index in states of the leader (dcdb.c:dcdb_select_leader): highest
 // version, then highest root mtime, then the first.

@@ -84,6 +84,12 @@ type Checksummer interface {
 	Checksum() ([ChecksumLen]byte, error)
 }
 
+// Starter is implemented by applications that must know when this process (re)joins the
+// group: everything they learned about the group before is then stale.
+type Starter interface {
+	Starting()
+}
+
 // Flusher is implemented by applications that make the effect of delivered messages
 // durable in batches (DCDB: one SQLite commit for all the messages of one dispatch).
 // The engine calls Flush after every input (Deliver, Confchg) or, between BeginBatch

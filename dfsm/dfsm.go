@@ -246,6 +246,9 @@ func (d *DFSM) Start() error {
 	d.joined = false
 	d.weAreMember = false
 	d.setMode(ModeStart)
+	if st, ok := d.app.(Starter); ok {
+		st.Starting()
+	}
 	if err := d.tr.Join(); err != nil {
 		return fmt.Errorf("dfsm %s: join: %w", d.cfg.Name, err)
 	}

@@ -101,6 +101,7 @@ type Status struct {
 	startTime int64
 
 	quorate       bool
+	quorumNodes   []uint32 // corosync's quorum membership
 	clinfo        *clusterInfo
 	clinfoVersion uint32
 	vms           VMLister
@@ -190,6 +191,20 @@ func (s *Status) SetQuorate(q bool) {
 		}
 	}
 	s.quorate = q
+}
+
+// SetQuorumNodes records the node ids of corosync's quorum membership.
+func (s *Status) SetQuorumNodes(nodes []uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quorumNodes = append([]uint32(nil), nodes...)
+}
+
+// QuorumNodes returns the node ids of corosync's quorum membership.
+func (s *Status) QuorumNodes() []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint32(nil), s.quorumNodes...)
 }
 
 // Quorate reports the quorum state.

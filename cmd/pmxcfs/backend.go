@@ -34,6 +34,9 @@ func (b *clusterBackend) ready() error {
 	if b.group.CurrentEngine() == nil {
 		return syscall.EBUSY
 	}
+	if ok, _ := b.app.CaughtUp(); !ok {
+		return syscall.EACCES
+	}
 	return nil
 }
 

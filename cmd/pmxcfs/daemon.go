@@ -44,6 +44,7 @@ type daemonState struct {
 	// corosyncConf copies /etc/pve/corosync.conf to the host when it is newer.
 	corosyncConf *corosyncconf.Syncer
 	dcdb         *cluster.Group
+	dcdbApp      *dcdb.App
 	kvstore      *cluster.Group
 	quorum       *ringquorum.Gate // DCDB deliveries against the quorum of their ring
 	ipcServer    *ipc.Server
@@ -151,12 +152,14 @@ func (d *daemonState) start() error {
 		d.quorum = &ringquorum.Gate{}
 		app := dcdb.New(dcdb.Config{
 			DB: d.db, Quorate: d.status.Quorate, QuorateAtDelivery: d.quorum.Quorate,
-			CorosyncConfChanged: d.corosyncConfChanged, Log: logging.For("dcdb"),
+			CorosyncConfChanged: d.corosyncConfChanged, QuorumNodes: d.status.QuorumNodes,
+			Log: logging.For("dcdb"),
 		})
 		d.dcdb = &cluster.Group{
 			GroupName: dcdb.GroupName, ProtocolVersion: dcdb.ProtocolVersion,
 			App: app, Attach: app.Attach, Log: logging.For("dcdb"), Quorum: d.quorum,
 		}
+		d.dcdbApp = app
 		backend = &clusterBackend{db: d.db, app: app, group: d.dcdb, status: d.status}
 		d.startClusterServices()
 	}

@@ -32,6 +32,10 @@ func (d *daemonState) readiness() string {
 	case !d.status.Quorate():
 		return "read-only: no quorum"
 	case engine.Mode() == dfsm.ModeSynced:
+		if ok, missing := d.dcdbApp.CaughtUp(); !ok {
+			return fmt.Sprintf("read-only: waiting for pmxcfs on node(s) %v, quorate but not in the group "+
+				"(changes they acknowledged may be newer than ours)", missing)
+		}
 		return "ready: cluster mode, quorate, synced"
 	case engine.Mode().IsError():
 		return fmt.Sprintf("not synced: cluster connection in %s", engine.Mode())
