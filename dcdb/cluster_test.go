@@ -559,6 +559,12 @@ func TestRejoinWaitsForEveryQuorateNode(t *testing.T) {
 			t.Fatalf("node %d: caught up %v, missing %v; want waiting for node 3", id, ok, missing)
 		}
 	}
+	// Before corosync's first quorum notification nothing is known of the others.
+	unknown := New(Config{DB: c.nodes[1].db, Log: quietLogger(), QuorumNodes: func() []uint32 { return nil }})
+	unknown.Attach(c.nodes[1].proc.Engine)
+	if ok, _ := unknown.CaughtUp(); ok {
+		t.Fatal("caught up without knowing the quorum membership")
+	}
 	c.start(3, nil)
 	c.run()
 	c.converged()

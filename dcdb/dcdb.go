@@ -256,8 +256,12 @@ func (a *App) CaughtUp() (bool, []uint32) {
 		return true, nil
 	}
 	mp := a.members.Load()
+	nodes := a.quorumNodes()
+	if len(nodes) == 0 {
+		return false, nil // no quorum notification yet: nothing is known of the others
+	}
 	var missing []uint32
-	for _, n := range a.quorumNodes() {
+	for _, n := range nodes {
 		if mp == nil || !(*mp)[n] {
 			missing = append(missing, n)
 		}
