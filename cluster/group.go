@@ -16,9 +16,6 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 )
 
-// VerifyInterval is how often the lowest node asks the group to compare tree checksums.
-const VerifyInterval = dfsm.VerifyInterval
-
 // Group runs one DFSM engine over a CPG group. The engine is created on the first
 // connection, when corosync has told us our nodeid, and kept across reconnects, so local
 // writers keep one engine to wait on.
@@ -106,7 +103,7 @@ func (g *Group) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nextVerify := time.Now().Add(VerifyInterval)
+	nextVerify := time.Now().Add(dfsm.VerifyInterval)
 	for ctx.Err() == nil {
 		// Dispatch, the verify timer and shutdown all run on this goroutine: the engine's
 		// inputs must come from one goroutine.
@@ -132,7 +129,7 @@ func (g *Group) Run(ctx context.Context) error {
 			return errors.New("left the process group")
 		}
 		if time.Now().After(nextVerify) {
-			nextVerify = time.Now().Add(VerifyInterval)
+			nextVerify = time.Now().Add(dfsm.VerifyInterval)
 			if err := engine.VerifyTick(); err != nil {
 				g.Log.WithError(err).Warn("verify request failed")
 			}

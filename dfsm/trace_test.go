@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
@@ -268,22 +269,10 @@ func TestTraceReplayNode3(t *testing.T) {
 			dfsm.ModeStartSync, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced},
 	}
 	for g, w := range wantModes {
-		if !equalModes(modes[g], w) {
+		if !slices.Equal(modes[g], w) {
 			t.Errorf("%s modes %v, want %v", g, modes[g], w)
 		}
 	}
-}
-
-func equalModes(a, b []dfsm.Mode) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestTraceReplayAll replays every process of the three traces. What the

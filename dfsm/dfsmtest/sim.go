@@ -379,7 +379,7 @@ func (s *Simulator) membershipChange(op simOp) {
 			continue
 		}
 		nv := views[s.component[p.NodeID]]
-		if equalMembers(p.view, nv) {
+		if slices.Equal(p.view, nv) {
 			continue
 		}
 		left, joined := diffMembers(p.view, nv), diffMembers(nv, p.view)
@@ -461,18 +461,6 @@ func memberLess(a, b dfsm.Member) bool {
 		return a.NodeID < b.NodeID
 	}
 	return a.PID < b.PID
-}
-
-func equalMembers(a, b []dfsm.Member) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func diffMembers(a, b []dfsm.Member) []dfsm.Member {
