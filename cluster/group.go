@@ -16,9 +16,6 @@ import (
 	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 )
 
-// VerifyInterval is how often the lowest node asks the group to compare tree checksums.
-const VerifyInterval = dfsm.VerifyInterval
-
 // Group runs one DFSM engine over a CPG group. The engine is created on the first
 // connection, when corosync has told us our nodeid, and kept across reconnects, so local
 // writers keep one engine to wait on.
@@ -33,25 +30,28 @@ type Group struct {
 	// that checks deliveries with Quorum.Quorate.
 	Quorum *ringquorum.Gate
 
+	// connect opens the CPG connection; nil means corosync (cpg.Initialize). Tests set an
+	// in-memory group.
+	connect func(cpg.Callbacks) (conn, error)
+
 	mu     sync.Mutex
 	engine *dfsm.DFSM
-	handle *cpg.Handle // the connection in use, nil between connections
-	ready  chan struct{}
-	once   sync.Once
+	handle conn // the connection in use, nil between connections
+}
+
+// conn is what Group uses of a CPG connection (*cpg.Handle). Callbacks run inside Dispatch.
+type conn interface {
+	LocalNodeID() (uint32, error)
+	// Fd becomes readable when Dispatch has work, and hangs up when the connection is lost.
+	Fd() (int, error)
+	Dispatch(ctx context.Context) error
+	Join(ctx context.Context, group string) error
+	Leave(ctx context.Context, group string) error
+	TryMcast(msg []byte) error
+	Close() error
 }
 
 func (g *Group) Name() string { return g.GroupName }
-
-// Engine waits until the engine exists (the first connection to corosync) or ctx ends.
-func (g *Group) Engine(ctx context.Context) (*dfsm.DFSM, error) {
-	g.once.Do(func() { g.ready = make(chan struct{}) })
-	select {
-	case <-g.ready:
-		return g.engine, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
 
 // CurrentEngine returns the engine or nil before the first connection.
 func (g *Group) CurrentEngine() *dfsm.DFSM {
@@ -63,7 +63,6 @@ func (g *Group) CurrentEngine() *dfsm.DFSM {
 // Run connects, joins and dispatches until the connection fails or the engine leaves the
 // group after an error; Supervise then reconnects about 6 s later, as upstream does.
 func (g *Group) Run(ctx context.Context) error {
-	g.once.Do(func() { g.ready = make(chan struct{}) })
 	var engine *dfsm.DFSM
 	cb := cpg.Callbacks{
 		Deliver: func(m cpg.Message) { engine.Deliver(m.NodeID, m.PID, m.Data) },
@@ -78,12 +77,11 @@ func (g *Group) Run(ctx context.Context) error {
 		g.Quorum.RingChanging() // until this connection's initial totem membership
 		cb.TotemConfChg = func(c cpg.TotemConfChg) { g.Quorum.SetRing(c.RingSeq) }
 	}
-	h, err := cpg.Initialize(cb)
+	h, err := g.dial(cb)
 	if err != nil {
 		return fmt.Errorf("cpg_initialize failed: %w", err)
 	}
 	defer h.Close()
-	h.SetLogger(g.Log)
 	nodeid, err := h.LocalNodeID()
 	if err != nil {
 		return fmt.Errorf("cpg_local_get failed: %w", err)
@@ -105,7 +103,7 @@ func (g *Group) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nextVerify := time.Now().Add(VerifyInterval)
+	nextVerify := time.Now().Add(dfsm.VerifyInterval)
 	for ctx.Err() == nil {
 		// Dispatch, the verify timer and shutdown all run on this goroutine: the engine's
 		// inputs must come from one goroutine.
@@ -131,13 +129,25 @@ func (g *Group) Run(ctx context.Context) error {
 			return errors.New("left the process group")
 		}
 		if time.Now().After(nextVerify) {
-			nextVerify = time.Now().Add(VerifyInterval)
+			nextVerify = time.Now().Add(dfsm.VerifyInterval)
 			if err := engine.VerifyTick(); err != nil {
 				g.Log.WithError(err).Warn("verify request failed")
 			}
 		}
 	}
 	return nil
+}
+
+func (g *Group) dial(cb cpg.Callbacks) (conn, error) {
+	if g.connect != nil {
+		return g.connect(cb)
+	}
+	h, err := cpg.Initialize(cb)
+	if err != nil {
+		return nil, err
+	}
+	h.SetLogger(g.Log)
+	return h, nil
 }
 
 func (g *Group) engineFor(nodeid uint32) (*dfsm.DFSM, error) {
@@ -164,17 +174,16 @@ func (g *Group) engineFor(nodeid uint32) (*dfsm.DFSM, error) {
 	if g.Attach != nil {
 		g.Attach(e)
 	}
-	close(g.ready)
 	return e, nil
 }
 
-func (g *Group) setHandle(h *cpg.Handle) {
+func (g *Group) setHandle(h conn) {
 	g.mu.Lock()
 	g.handle = h
 	g.mu.Unlock()
 }
 
-func (g *Group) currentHandle() *cpg.Handle {
+func (g *Group) currentHandle() conn {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.handle

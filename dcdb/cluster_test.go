@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
 // cluster runs DCDB apps over real memdb instances on the dfsm simulator.
 type cluster struct {
 	t     *testing.T
-	sim   *dfsm.Simulator
+	sim   *dfsmtest.Simulator
 	dir   string
 	now   atomic.Int64 // node-local clock of every memdb (lock expiry)
 	nodes map[uint32]*node
@@ -35,7 +36,7 @@ type node struct {
 	path    string
 	db      *memdb.DB
 	app     *App
-	proc    *dfsm.SimProc
+	proc    *dfsmtest.SimProc
 	quorate atomic.Bool
 	mu      sync.Mutex
 	confs   []bool // CorosyncConfChanged calls
@@ -43,7 +44,7 @@ type node struct {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, sim: dfsm.NewSimulator(1_800_000_000), dir: t.TempDir(), nodes: map[uint32]*node{}}
+	c := &cluster{t: t, sim: dfsmtest.NewSimulator(1_800_000_000), dir: t.TempDir(), nodes: map[uint32]*node{}}
 	c.now.Store(1_800_000_000)
 	t.Cleanup(func() {
 		for _, n := range c.nodes {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 )
 
@@ -50,13 +51,13 @@ func (c *cluster) modelQuorum(votes int, atDelivery bool) *quorumModel {
 			cfg.QuorateAtDelivery = q.gate.Quorate
 		}
 	}
-	c.sim.OnRingChange = func(p *dfsm.SimProc) {
+	c.sim.OnRingChange = func(p *dfsmtest.SimProc) {
 		if q := m.of(p); q != nil {
 			m.trace("%s ring changing", p.Member)
 			q.gate.RingChanging()
 		}
 	}
-	c.sim.OnRing = func(p *dfsm.SimProc, ring uint64, nodes []uint32) {
+	c.sim.OnRing = func(p *dfsmtest.SimProc, ring uint64, nodes []uint32) {
 		if q := m.of(p); q != nil {
 			m.trace("%s ring %d nodes %v", p.Member, ring, nodes)
 			q.gate.SetRing(ring)
@@ -72,7 +73,7 @@ func (m *quorumModel) trace(format string, args ...any) {
 	}
 }
 
-func (m *quorumModel) of(p *dfsm.SimProc) *nodeQuorum {
+func (m *quorumModel) of(p *dfsmtest.SimProc) *nodeQuorum {
 	q := m.nodes[p.NodeID]
 	if q == nil || q.n.proc != p {
 		return nil
@@ -273,7 +274,7 @@ func TestWriteInFlightAtTheCutLostWithoutConfirmation(t *testing.T) {
 // propWrite is one create+write submitted on a node; acknowledged when both succeeded.
 type propWrite struct {
 	path, data    string
-	by            *dfsm.SimProc
+	by            *dfsmtest.SimProc
 	create, write *dfsm.Pending
 }
 

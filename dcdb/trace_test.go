@@ -3,7 +3,6 @@ package dcdb
 import (
 	"bytes"
 	"encoding/hex"
-	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
 
@@ -142,7 +143,7 @@ func TestTraceReplay(t *testing.T) {
 			// The send lines carry no nodeid; it is the digit of the node name.
 			nodeid := uint32(tc.node[4] - '0')
 			var sent [][]byte
-			clock := &dfsm.FakeClock{}
+			clock := &dfsmtest.FakeClock{}
 			app := New(Config{DB: db, Log: quietLogger()})
 			e, err := dfsm.New(dfsm.Config{Name: GroupName, ProtocolVersion: ProtocolVersion,
 				Self: dfsm.Member{NodeID: nodeid, PID: tc.pid}, App: app,

@@ -1,8 +1,10 @@
-package dfsm
+package dfsm_test
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
 )
 
 // BenchmarkSync measures the synchronisation cost for n simulated nodes. One
@@ -26,7 +28,7 @@ func BenchmarkSync(b *testing.B) {
 				c.sim.Run(1 << 30)
 			}
 			b.StopTimer()
-			if m := c.sim.Proc(uint32(n)).Engine.Mode(); m != ModeSynced {
+			if m := c.sim.Proc(uint32(n)).Engine.Mode(); m != dfsm.ModeSynced {
 				b.Fatalf("newcomer ends in %s", m)
 			}
 		})

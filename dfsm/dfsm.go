@@ -169,9 +169,6 @@ func (d *DFSM) Restartable() bool {
 	return m != ModeError && m != ModeVersionError
 }
 
-// Joined reports whether we are joined (Join succeeded, no Leave since).
-func (d *DFSM) Joined() bool { return d.joined }
-
 // Finished reports that the engine left the group after an error and the
 // confchg without us arrived: the caller should stop dispatching and, if
 // Restartable, call Start again later (upstream waits about 6 s).
@@ -633,9 +630,6 @@ func (d *DFSM) deliverSyncQueue() bool {
 	}
 	return ok
 }
-
-// QueueLen returns the lengths of the message queue and the sync queue.
-func (d *DFSM) QueueLen() (msgQueue, syncQueue int) { return len(d.msgQueue), len(d.syncQueue) }
 
 // ---- delivery ----
 

@@ -1,4 +1,4 @@
-package dfsm
+package dfsm_test
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 )
 
 // A SendSync waiter is released with EBUSY when the engine is re-initialised
@@ -90,68 +93,9 @@ func TestResultMatchedBySender(t *testing.T) {
 	}
 }
 
-func TestErrorModesOnlyEscalate(t *testing.T) {
-	d, err := New(Config{App: newKVApp(nil), Transport: nopTransport{}, Log: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps := []struct{ set, want Mode }{
-		{ModeSynced, ModeSynced}, {ModeError, ModeError}, {ModeLeave, ModeError},
-		{ModeVersionError, ModeError}, {ModeStart, ModeStart}, {ModeVersionError, ModeVersionError},
-		{ModeLeave, ModeVersionError}, {ModeError, ModeError},
-	}
-	for i, s := range steps {
-		d.setMode(s.set)
-		if got := d.Mode(); got != s.want {
-			t.Fatalf("step %d: set %s, mode %s, want %s", i, s.set, got, s.want)
-		}
-	}
-	if d.Restartable() {
-		t.Fatal("ERROR must not be restartable")
-	}
-	if err := d.Start(); err == nil {
-		t.Fatal("Start after ERROR must fail")
-	}
-}
-
-// The msg_queue is ordered by count only, equal counts in arrival order,
-// through upstream's comparator (u64 difference truncated to a C int).
-func TestQueueOrder(t *testing.T) {
-	d, _ := New(Config{App: newKVApp(nil), Transport: nopTransport{}, Log: quietLogger(), Self: Member{1, 1}})
-	d.releaseSyncResources([]Member{{1, 1}, {2, 2}, {3, 3}})
-	d.setMode(ModeStartSync)
-	in := []struct {
-		from  Member
-		count uint64
-	}{{Member{2, 2}, 5}, {Member{3, 3}, 1}, {Member{1, 1}, 5}, {Member{2, 2}, 6}, {Member{1, 1}, 1}, {Member{3, 3}, 2}}
-	for _, m := range in {
-		if !d.queueMessage(m.from, m.count, []byte{byte(m.from.NodeID)}) {
-			t.Fatal("queue refused a member")
-		}
-	}
-	want := []string{"3/3#1", "1/1#1", "3/3#2", "2/2#5", "1/1#5", "2/2#6"}
-	for i, q := range d.msgQueue {
-		if got := q.from.String() + "#" + string(rune('0'+q.count)); got != want[i] {
-			t.Fatalf("position %d: %s, want %s", i, got, want[i])
-		}
-	}
-	if queueCmp(1<<32+1, 1) != 0 {
-		t.Fatal("comparator must truncate like upstream")
-	}
-	if d.queueMessage(Member{9, 9}, 1, []byte{1}) {
-		t.Fatal("a non-member's message must be refused")
-	}
-}
-
-type nopTransport struct{}
-
-func (nopTransport) Mcast([]byte) error { return nil }
-func (nopTransport) Join() error        { return nil }
-func (nopTransport) Leave() error       { return nil }
-
 type busyTransport struct{ calls int }
 
-func (b *busyTransport) Mcast([]byte) error { b.calls++; return ErrTryAgain }
+func (b *busyTransport) Mcast([]byte) error { b.calls++; return dfsm.ErrTryAgain }
 func (*busyTransport) Join() error          { return nil }
 func (*busyTransport) Leave() error         { return nil }
 
@@ -159,8 +103,8 @@ func (*busyTransport) Leave() error         { return nil }
 // failure then gives EBUSY to a synchronous writer).
 func TestSendRetriesTryAgain(t *testing.T) {
 	tr := &busyTransport{}
-	clock := &FakeClock{T: 1000}
-	d, _ := New(Config{App: newKVApp(nil), Transport: tr, Clock: clock, Log: quietLogger()})
+	clock := &dfsmtest.FakeClock{T: 1000}
+	d, _ := dfsm.New(dfsm.Config{App: newKVApp(nil), Transport: tr, Clock: clock, Log: quietLogger()})
 	if _, err := d.SendSync(kvSet, []byte("a=1")); !errors.Is(err, syscall.EBUSY) {
 		t.Fatalf("got %v, want EBUSY", err)
 	}
@@ -179,11 +123,11 @@ type flushApp struct {
 
 func (a *flushApp) Flush() error { a.flushes++; return a.fail }
 
-func newFlushNode(t *testing.T) (*Simulator, *SimProc, *flushApp) {
+func newFlushNode(t *testing.T) (*dfsmtest.Simulator, *dfsmtest.SimProc, *flushApp) {
 	t.Helper()
-	sim := NewSimulator(1000)
+	sim := dfsmtest.NewSimulator(1000)
 	app := &flushApp{kvApp: newKVApp(nil)}
-	p, err := sim.Spawn(1, Config{Name: "flush", ProtocolVersion: 1, App: app})
+	p, err := sim.Spawn(1, dfsm.Config{Name: "flush", ProtocolVersion: 1, App: app})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +151,7 @@ func TestBatchReleasesResultsAfterFlush(t *testing.T) {
 	p.Engine.BeginBatch()
 	sim.Step()
 	sim.Step()
-	for _, w := range []*Pending{a, b} {
+	for _, w := range []*dfsm.Pending{a, b} {
 		select {
 		case <-w.Done():
 			t.Fatal("result released before the batch was flushed")
@@ -218,7 +162,7 @@ func TestBatchReleasesResultsAfterFlush(t *testing.T) {
 	if got := app.flushes - flushesBefore; got != 1 {
 		t.Fatalf("%d flushes for one batch, want 1", got)
 	}
-	for i, w := range []*Pending{a, b} {
+	for i, w := range []*dfsm.Pending{a, b} {
 		if r, err := w.Result(); err != nil || r != i+1 {
 			t.Fatalf("message %d: result %d, %v", i, r, err)
 		}
@@ -238,17 +182,17 @@ func TestFailedFlushFailsTheBatch(t *testing.T) {
 	if r, err := w.Result(); err != nil || r != -int(syscall.EIO) {
 		t.Fatalf("result %d, %v; want -EIO", r, err)
 	}
-	if p.Engine.Mode() != ModeError {
+	if p.Engine.Mode() != dfsm.ModeError {
 		t.Fatalf("mode %s after a failed flush", p.Engine.Mode())
 	}
 }
 
-// A batch is flushed every maxBatch messages: however long corosync keeps one dispatch
+// A batch is flushed every MaxBatch messages: however long corosync keeps one dispatch
 // going, delivered messages become durable (and their writers hear back) promptly.
 func TestBatchIsBounded(t *testing.T) {
 	sim, p, app := newFlushNode(t)
-	var ws []*Pending
-	for i := 0; i < maxBatch+8; i++ {
+	var ws []*dfsm.Pending
+	for i := 0; i < dfsm.MaxBatch+8; i++ {
 		w, err := p.Engine.Submit(kvSet, []byte(fmt.Sprintf("k%d=1", i)))
 		if err != nil {
 			t.Fatal(err)
@@ -264,9 +208,9 @@ func TestBatchIsBounded(t *testing.T) {
 		t.Fatalf("%d flushes within a batch of %d messages, want 1", got, len(ws))
 	}
 	select {
-	case <-ws[maxBatch-1].Done():
+	case <-ws[dfsm.MaxBatch-1].Done():
 	default:
-		t.Fatal("the first maxBatch results were not released by the bound's flush")
+		t.Fatal("the first MaxBatch results were not released by the bound's flush")
 	}
 	p.Engine.EndBatch()
 	if _, err := ws[len(ws)-1].Result(); err != nil {

@@ -1,19 +1,21 @@
-package dfsm
+package dfsm_test
 
 import (
 	"bytes"
 	"testing"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
 )
 
 func seedMessages() [][]byte {
-	e := Epoch{3, 1795349883, 1, 15531}
+	e := dfsm.Epoch{Counter: 3, Time: 1795349883, NodeID: 1, PID: 15531}
 	var out [][]byte
-	for t := MsgNormal; t <= MsgVerify+1; t++ {
-		m := Message{Header: Header{Type: t, ProtocolVersion: 1, Time: 1795349883}, Count: 7, Epoch: e, Payload: []byte("a=1")}
+	for t := dfsm.MsgNormal; t <= dfsm.MsgVerify+1; t++ {
+		m := dfsm.Message{Header: dfsm.Header{Type: t, ProtocolVersion: 1, Time: 1795349883}, Count: 7, Epoch: e, Payload: []byte("a=1")}
 		out = append(out, m.Encode())
 	}
-	vr := Message{Header: Header{Type: MsgVerifyRequest, ProtocolVersion: 1}, Epoch: e, Payload: EncodeVerifyRequest(9)}
-	v := Message{Header: Header{Type: MsgVerify, ProtocolVersion: 1}, Epoch: e, Payload: EncodeVerify(9, [32]byte{1})}
+	vr := dfsm.Message{Header: dfsm.Header{Type: dfsm.MsgVerifyRequest, ProtocolVersion: 1}, Epoch: e, Payload: dfsm.EncodeVerifyRequest(9)}
+	v := dfsm.Message{Header: dfsm.Header{Type: dfsm.MsgVerify, ProtocolVersion: 1}, Epoch: e, Payload: dfsm.EncodeVerify(9, [32]byte{1})}
 	return append(out, vr.Encode(), v.Encode(), nil, []byte{1, 0})
 }
 
@@ -24,23 +26,23 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := DecodeHeader(b); (err != nil) != (len(b) < BaseHeaderLen) {
+		if _, err := dfsm.DecodeHeader(b); (err != nil) != (len(b) < dfsm.BaseHeaderLen) {
 			t.Fatalf("DecodeHeader error %v for %d bytes", err, len(b))
 		}
-		m, err := Decode(b)
+		m, err := dfsm.Decode(b)
 		if err != nil {
 			return
 		}
 		if re := m.Encode(); !bytes.Equal(re, b) {
 			t.Fatalf("re-encoding differs:\n%x\n%x", re, b)
 		}
-		if m.Type == MsgVerifyRequest {
-			if id, err := DecodeVerifyRequest(m.Payload); err == nil && !bytes.Equal(EncodeVerifyRequest(id), m.Payload) {
+		if m.Type == dfsm.MsgVerifyRequest {
+			if id, err := dfsm.DecodeVerifyRequest(m.Payload); err == nil && !bytes.Equal(dfsm.EncodeVerifyRequest(id), m.Payload) {
 				t.Fatal("verify request round trip")
 			}
 		}
-		if m.Type == MsgVerify {
-			if id, sum, err := DecodeVerify(m.Payload); err == nil && !bytes.Equal(EncodeVerify(id, sum), m.Payload) {
+		if m.Type == dfsm.MsgVerify {
+			if id, sum, err := dfsm.DecodeVerify(m.Payload); err == nil && !bytes.Equal(dfsm.EncodeVerify(id, sum), m.Payload) {
 				t.Fatal("verify round trip")
 			}
 		}
@@ -66,7 +68,7 @@ func FuzzEngineDeliver(f *testing.F) {
 			c.sim.Step()
 		}
 		p := c.sim.Proc(uint32(steps%3) + 1)
-		if p.joined {
+		if p.Joined() {
 			if err := c.sim.Inject(p, b); err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package dfsm
+package dfsm_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
 )
 
 // kvApp is the trivial replicated application of the tests: a key/value map
@@ -20,8 +22,8 @@ import (
 // not sent, the receiver derives them from the leader's state, and checks
 // the result byte for byte on commit.
 type kvApp struct {
-	self    Member
-	engine  *DFSM
+	self    dfsm.Member
+	engine  *dfsm.DFSM
 	version uint64
 	data    map[string]string
 	trace   func(string)
@@ -89,7 +91,7 @@ func decodeKV(b []byte) (uint64, map[string]string, error) {
 
 func (a *kvApp) State() []byte { return encodeKV(a.version, a.data) }
 
-func (a *kvApp) Deliver(from Member, subtype uint16, _ uint32, payload []byte) (int, error) {
+func (a *kvApp) Deliver(from dfsm.Member, subtype uint16, _ uint32, payload []byte) (int, error) {
 	if a.quorate != nil && !a.quorate() {
 		a.log("write while not quorate - trigger resync")
 		return -int(syscall.EACCES), errors.New("not quorate")
@@ -116,11 +118,11 @@ func (a *kvApp) Deliver(from Member, subtype uint16, _ uint32, payload []byte) (
 	return 0, fmt.Errorf("unknown message subtype %d", subtype)
 }
 
-func (a *kvApp) Confchg([]Member) {}
+func (a *kvApp) Confchg([]dfsm.Member) {}
 
 func (a *kvApp) GetState() ([]byte, error) { return a.State(), nil }
 
-func (a *kvApp) ProcessStateUpdate(si *SyncInfo) error {
+func (a *kvApp) ProcessStateUpdate(si *dfsm.SyncInfo) error {
 	versions := make([]uint64, len(si.Nodes))
 	states := make([]map[string]string, len(si.Nodes))
 	leader := -1
@@ -171,7 +173,7 @@ func (a *kvApp) ProcessStateUpdate(si *SyncInfo) error {
 	return a.engine.SendUpdateComplete()
 }
 
-func (a *kvApp) ProcessUpdate(si *SyncInfo, from Member, payload []byte) error {
+func (a *kvApp) ProcessUpdate(si *dfsm.SyncInfo, from dfsm.Member, payload []byte) error {
 	k, _, ok := strings.Cut(string(payload), "=")
 	if !ok || k == "" {
 		return fmt.Errorf("bad update %q", payload)
@@ -181,7 +183,7 @@ func (a *kvApp) ProcessUpdate(si *SyncInfo, from Member, payload []byte) error {
 	return nil
 }
 
-func (a *kvApp) Commit(si *SyncInfo) error {
+func (a *kvApp) Commit(si *dfsm.SyncInfo) error {
 	s := si.Data.(*kvSync)
 	data := map[string]string{}
 	for k, v := range a.data {
@@ -202,8 +204,8 @@ func (a *kvApp) Commit(si *SyncInfo) error {
 	return nil
 }
 
-func (a *kvApp) Cleanup(si *SyncInfo) {}
+func (a *kvApp) Cleanup(si *dfsm.SyncInfo) {}
 
 func (a *kvApp) Synced() { a.log("synced callback") }
 
-func (a *kvApp) Checksum() ([ChecksumLen]byte, error) { return sha256.Sum256(a.State()), nil }
+func (a *kvApp) Checksum() ([dfsm.ChecksumLen]byte, error) { return sha256.Sum256(a.State()), nil }

@@ -1,4 +1,4 @@
-package dfsm
+package dfsm_test
 
 import (
 	"fmt"
@@ -9,26 +9,29 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 )
 
 // cluster is a simulated cluster of kvApp nodes for property tests.
 type cluster struct {
 	t      testing.TB
-	sim    *Simulator
+	sim    *dfsmtest.Simulator
 	nodes  int
-	apps   map[Member]*kvApp
+	apps   map[dfsm.Member]*kvApp
 	writes []propWrite
 	seq    int
 }
 
 type propWrite struct {
 	key string
-	p   *Pending
-	by  *SimProc
+	p   *dfsm.Pending
+	by  *dfsmtest.SimProc
 }
 
 func newCluster(t testing.TB, nodes int) *cluster {
-	c := &cluster{t: t, sim: NewSimulator(1000), nodes: nodes, apps: map[Member]*kvApp{}}
+	c := &cluster{t: t, sim: dfsmtest.NewSimulator(1000), nodes: nodes, apps: map[dfsm.Member]*kvApp{}}
 	if os.Getenv("DFSM_TRACE") != "" {
 		c.sim.Trace = func(l string) { fmt.Println(l) }
 	}
@@ -39,22 +42,15 @@ func newCluster(t testing.TB, nodes int) *cluster {
 }
 
 func (c *cluster) quorate(node uint32) bool {
-	comp := c.sim.component[node]
-	n := 0
-	for _, v := range c.sim.component {
-		if v == comp {
-			n++
-		}
-	}
-	return 2*n > c.nodes
+	return 2*len(c.sim.Component(node)) > c.nodes
 }
 
-func (c *cluster) spawn(node uint32) *SimProc {
+func (c *cluster) spawn(node uint32) *dfsmtest.SimProc {
 	app := newKVApp(c.sim.Trace)
 	app.quorate = func() bool { return c.quorate(node) }
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	p, err := c.sim.Spawn(node, Config{Name: "prop", ProtocolVersion: 1, App: app, Log: log})
+	p, err := c.sim.Spawn(node, dfsm.Config{Name: "prop", ProtocolVersion: 1, App: app, Log: log})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -63,8 +59,8 @@ func (c *cluster) spawn(node uint32) *SimProc {
 	return p
 }
 
-func (c *cluster) write(p *SimProc) {
-	if !c.quorate(p.NodeID) || !p.joined {
+func (c *cluster) write(p *dfsmtest.SimProc) {
+	if !c.quorate(p.NodeID) || !p.Joined() {
 		return // DCDB refuses to send without quorum
 	}
 	c.seq++
@@ -138,7 +134,7 @@ func (c *cluster) check(writesKept bool) {
 	alive := c.sim.Alive()
 	var ref []byte
 	for _, p := range alive {
-		if m := p.Engine.Mode(); m != ModeSynced {
+		if m := p.Engine.Mode(); m != dfsm.ModeSynced {
 			c.t.Fatalf("%s ends in %s", p.Member, m)
 		}
 		if len(p.View()) != len(alive) {

@@ -1,4 +1,4 @@
-package dfsm
+package dfsm_test
 
 import (
 	"bufio"
@@ -14,6 +14,9 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 )
 
 // Scenario files (testdata/*.txt) hold blocks of
@@ -29,16 +32,16 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 
 type scenario struct {
 	t      testing.TB
-	sim    *Simulator
-	apps   map[Member]*kvApp
+	sim    *dfsmtest.Simulator
+	apps   map[dfsm.Member]*kvApp
 	out    []string
 	writes []*scenarioWrite
 }
 
 type scenarioWrite struct {
 	name string
-	from Member
-	p    *Pending
+	from dfsm.Member
+	p    *dfsm.Pending
 }
 
 func quietLogger() logrus.FieldLogger {
@@ -52,7 +55,7 @@ var traceLogs = []string{"verification", "wrong checksum", "delay verify", "wron
 	"resending", "protocol version", "short message", "left the process group"}
 
 type traceHook struct {
-	self *Member
+	self *dfsm.Member
 	out  *[]string
 }
 
@@ -69,19 +72,19 @@ func (h traceHook) Fire(e *logrus.Entry) error {
 }
 
 func newScenario(t testing.TB) *scenario {
-	s := &scenario{t: t, sim: NewSimulator(1000), apps: map[Member]*kvApp{}}
+	s := &scenario{t: t, sim: dfsmtest.NewSimulator(1000), apps: map[dfsm.Member]*kvApp{}}
 	s.sim.Trace = func(l string) { s.out = append(s.out, l) }
 	return s
 }
 
-func (s *scenario) spawn(node uint32) *SimProc {
+func (s *scenario) spawn(node uint32) *dfsmtest.SimProc {
 	app := newKVApp(func(l string) { s.out = append(s.out, l) })
-	var self Member
+	var self dfsm.Member
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	log.AddHook(traceHook{self: &self, out: &s.out})
-	p, err := s.sim.Spawn(node, Config{Name: "test", ProtocolVersion: 1, App: app, Log: log,
-		OnModeChange: func(from, to Mode) {
+	p, err := s.sim.Spawn(node, dfsm.Config{Name: "test", ProtocolVersion: 1, App: app, Log: log,
+		OnModeChange: func(from, to dfsm.Mode) {
 			s.out = append(s.out, fmt.Sprintf("%s mode %s -> %s", self, from, to))
 		}})
 	if err != nil {
@@ -93,7 +96,7 @@ func (s *scenario) spawn(node uint32) *SimProc {
 	return p
 }
 
-func (s *scenario) proc(arg string) *SimProc {
+func (s *scenario) proc(arg string) *dfsmtest.SimProc {
 	n, err := strconv.ParseUint(arg, 10, 32)
 	if err != nil {
 		s.t.Fatalf("bad node %q", arg)
@@ -193,14 +196,14 @@ func (s *scenario) exec(cmd string, args []string) string {
 // inject sends a hand-made message from a node: key=value arguments type,
 // sub, version, count, epoch (c/t/n/p, or "current" for the sender's sync
 // epoch), payload (text) or hex (raw bytes, replacing everything).
-func (s *scenario) inject(p *SimProc, args []string) {
-	m := Message{}
+func (s *scenario) inject(p *dfsmtest.SimProc, args []string) {
+	m := dfsm.Message{}
 	var raw []byte
 	for _, a := range args {
 		k, v, _ := strings.Cut(a, "=")
 		switch k {
 		case "type":
-			for t := MsgNormal; t <= MsgVerify; t++ {
+			for t := dfsm.MsgNormal; t <= dfsm.MsgVerify; t++ {
 				if t.String() == v {
 					m.Type = t
 				}
@@ -215,7 +218,7 @@ func (s *scenario) inject(p *SimProc, args []string) {
 			m.Count, _ = strconv.ParseUint(v, 10, 64)
 		case "epoch":
 			if v == "current" {
-				m.Epoch = p.Engine.syncEpoch
+				m.Epoch = p.Engine.SyncEpoch()
 				continue
 			}
 			f := strings.Split(v, "/")
@@ -224,7 +227,7 @@ func (s *scenario) inject(p *SimProc, args []string) {
 				n, _ := strconv.ParseUint(f[i], 10, 32)
 				e[i] = uint32(n)
 			}
-			m.Epoch = Epoch{e[0], e[1], e[2], e[3]}
+			m.Epoch = dfsm.Epoch{Counter: e[0], Time: e[1], NodeID: e[2], PID: e[3]}
 		case "payload":
 			m.Payload = []byte(v)
 		case "hex":

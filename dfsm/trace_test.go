@@ -1,10 +1,15 @@
-package dfsm
+package dfsm_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
-	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
+	"slices"
 	"testing"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 )
 
 // The upstream wire traces (../shared/fixtures/upstream-9.1.6-wire, see its
@@ -16,13 +21,15 @@ type (
 	traceMember = wiretrace.Member
 )
 
-func members(ms []traceMember) []Member {
-	out := make([]Member, len(ms))
+func members(ms []traceMember) []dfsm.Member {
+	out := make([]dfsm.Member, len(ms))
 	for i, m := range ms {
-		out[i] = Member{m.NodeID, m.PID}
+		out[i] = dfsm.Member{NodeID: m.NodeID, PID: m.PID}
 	}
 	return out
 }
+
+var le = binary.LittleEndian
 
 func readTrace(t *testing.T, node string) []traceEvent { return wiretrace.Read(t, node, "") }
 
@@ -41,36 +48,36 @@ func TestTraceDecode(t *testing.T) {
 		proc  uint32
 		group string
 	}
-	perType := map[string]map[MsgType]int{}
+	perType := map[string]map[dfsm.MsgType]int{}
 	total := 0
 	for _, node := range []string{"node1", "node2", "node3"} {
 		evs := readTrace(t, node)
 		nextCount := map[key]uint64{}
-		syncEpoch := map[key]Epoch{} // last SYNC_START seen by a process, per group
+		syncEpoch := map[key]dfsm.Epoch{} // last SYNC_START seen by a process, per group
 		for _, ev := range evs {
 			if ev.Ev != "send" && ev.Ev != "deliver" {
 				continue
 			}
 			total++
-			m, err := Decode(ev.Bytes)
+			m, err := dfsm.Decode(ev.Bytes)
 			if err != nil {
 				t.Fatalf("%s seq %d: %v", node, ev.Seq, err)
 			}
 			if re := m.Encode(); !bytes.Equal(re, ev.Bytes) {
 				t.Fatalf("%s seq %d: re-encoding differs", node, ev.Seq)
 			}
-			if m.ProtocolVersion != groupVersion(ev.Group) || m.Reserved != 0 || m.Type > MsgVerify {
+			if m.ProtocolVersion != groupVersion(ev.Group) || m.Reserved != 0 || m.Type > dfsm.MsgVerify {
 				t.Errorf("%s seq %d: header %+v in %s", node, ev.Seq, m.Header, ev.Group)
 			}
 			k := key{ev.Proc, ev.Group}
 			if ev.Ev == "send" {
 				if perType[ev.Group] == nil {
-					perType[ev.Group] = map[MsgType]int{}
+					perType[ev.Group] = map[dfsm.MsgType]int{}
 				}
 				perType[ev.Group][m.Type]++
-				want := StateHeaderLen
+				want := dfsm.StateHeaderLen
 				if m.IsNormal() {
-					want = NormalHeaderLen
+					want = dfsm.NormalHeaderLen
 					nextCount[k]++
 					if m.Count != nextCount[k] {
 						t.Errorf("%s seq %d: count %d, want %d", node, ev.Seq, m.Count, nextCount[k])
@@ -83,10 +90,10 @@ func TestTraceDecode(t *testing.T) {
 					t.Errorf("%s seq %d: time %d, clock %d", node, ev.Seq, m.Time, ev.RtNs/1e9)
 				}
 			}
-			if ev.Ev == "deliver" && m.Type == MsgSyncStart {
+			if ev.Ev == "deliver" && m.Type == dfsm.MsgSyncStart {
 				syncEpoch[k] = m.Epoch
 			}
-			if !m.IsNormal() && m.Type != MsgSyncStart && m.Epoch != syncEpoch[k] {
+			if !m.IsNormal() && m.Type != dfsm.MsgSyncStart && m.Epoch != syncEpoch[k] {
 				t.Errorf("%s seq %d: %s epoch %s, last SYNC_START %s", node, ev.Seq, m.Type, m.Epoch, syncEpoch[k])
 			}
 		}
@@ -96,9 +103,9 @@ func TestTraceDecode(t *testing.T) {
 	}
 	// Send totals per group and type from the README table (the first
 	// number of each node's cell is its sends).
-	want := map[string]map[MsgType]int{
-		"pve_dcdb_v1":    {MsgNormal: 20 + 10 + 3 + 2 + 12 + 1, MsgSyncStart: 7, MsgState: 17, MsgUpdate: 25, MsgUpdateComplete: 7},
-		"pve_kvstore_v1": {MsgNormal: 17 + 13 + 5 + 2, MsgSyncStart: 7, MsgState: 17},
+	want := map[string]map[dfsm.MsgType]int{
+		"pve_dcdb_v1":    {dfsm.MsgNormal: 20 + 10 + 3 + 2 + 12 + 1, dfsm.MsgSyncStart: 7, dfsm.MsgState: 17, dfsm.MsgUpdate: 25, dfsm.MsgUpdateComplete: 7},
+		"pve_kvstore_v1": {dfsm.MsgNormal: 17 + 13 + 5 + 2, dfsm.MsgSyncStart: 7, dfsm.MsgState: 17},
 	}
 	for g, w := range want {
 		for ty, n := range w {
@@ -114,16 +121,16 @@ func TestTraceDecode(t *testing.T) {
 // which header), its leader choice is DCDB's rule on the index header, and
 // its KVSTORE synced callback broadcasts nodeip like status.c.
 type replayApp struct {
-	engine *DFSM
+	engine *dfsm.DFSM
 	kv     bool
 	states [][]byte // node3's STATE payloads of this group, in order
 }
 
-func (a *replayApp) Deliver(Member, uint16, uint32, []byte) (int, error) { return 0, nil }
-func (a *replayApp) Confchg([]Member)                                    {}
-func (a *replayApp) ProcessUpdate(*SyncInfo, Member, []byte) error       { return nil }
-func (a *replayApp) Commit(*SyncInfo) error                              { return nil }
-func (a *replayApp) Cleanup(*SyncInfo)                                   {}
+func (a *replayApp) Deliver(dfsm.Member, uint16, uint32, []byte) (int, error) { return 0, nil }
+func (a *replayApp) Confchg([]dfsm.Member)                                    {}
+func (a *replayApp) ProcessUpdate(*dfsm.SyncInfo, dfsm.Member, []byte) error  { return nil }
+func (a *replayApp) Commit(*dfsm.SyncInfo) error                              { return nil }
+func (a *replayApp) Cleanup(*dfsm.SyncInfo)                                   {}
 
 func (a *replayApp) GetState() ([]byte, error) {
 	if len(a.states) == 0 {
@@ -134,7 +141,7 @@ func (a *replayApp) GetState() ([]byte, error) {
 	return s, nil
 }
 
-func (a *replayApp) ProcessStateUpdate(si *SyncInfo) error {
+func (a *replayApp) ProcessStateUpdate(si *dfsm.SyncInfo) error {
 	if a.kv {
 		for i := range si.Nodes {
 			si.Nodes[i].Synced = true
@@ -190,25 +197,25 @@ func (replayTransport) Leave() error { return nil }
 // KVSTORE key field after the key's NUL (uninitialised upstream).
 func TestTraceReplayNode3(t *testing.T) {
 	evs := readTrace(t, "node3")
-	self := Member{3, 24176}
+	self := dfsm.Member{NodeID: 3, PID: 24176}
 	var sent []replaySend
 	var want []traceEvent
-	engines := map[string]*DFSM{}
-	clock := &FakeClock{}
-	modes := map[string][]Mode{}
+	engines := map[string]*dfsm.DFSM{}
+	clock := &dfsmtest.FakeClock{}
+	modes := map[string][]dfsm.Mode{}
 	for _, g := range []string{"pve_dcdb_v1", "pve_kvstore_v1"} {
 		app := &replayApp{kv: g == "pve_kvstore_v1"}
 		for _, ev := range evs {
 			if ev.Ev == "send" && ev.Group == g {
-				if m, _ := Decode(ev.Bytes); m.Type == MsgState {
+				if m, _ := dfsm.Decode(ev.Bytes); m.Type == dfsm.MsgState {
 					app.states = append(app.states, m.Payload)
 				}
 			}
 		}
 		g := g
-		e, err := New(Config{Name: g, ProtocolVersion: groupVersion(g), Self: self, App: app,
+		e, err := dfsm.New(dfsm.Config{Name: g, ProtocolVersion: groupVersion(g), Self: self, App: app,
 			Transport: replayTransport{g, &sent}, Clock: clock, Log: quietLogger(),
-			OnModeChange: func(_, to Mode) { modes[g] = append(modes[g], to) }})
+			OnModeChange: func(_, to dfsm.Mode) { modes[g] = append(modes[g], to) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,43 +248,31 @@ func TestTraceReplayNode3(t *testing.T) {
 		g, w := append([]byte(nil), got...), append([]byte(nil), exp...)
 		for _, b := range [][]byte{g, w} {
 			copy(b[8:12], make([]byte, 4)) // header time: the sender's clock
-			if m, _ := Decode(b); m.IsNormal() && m.Subtype == 1 && sent[i].group == "pve_kvstore_v1" {
-				k := NormalHeaderLen + bytes.IndexByte(m.Payload, 0) + 1
-				copy(b[k:NormalHeaderLen+256], make([]byte, 256))
+			if m, _ := dfsm.Decode(b); m.IsNormal() && m.Subtype == 1 && sent[i].group == "pve_kvstore_v1" {
+				k := dfsm.NormalHeaderLen + bytes.IndexByte(m.Payload, 0) + 1
+				copy(b[k:dfsm.NormalHeaderLen+256], make([]byte, 256))
 			}
 		}
 		if !bytes.Equal(g, w) {
 			t.Errorf("send %d (seq %d) differs:\n got %x\nwant %x", i, want[i].Seq, g, w)
 		}
 	}
-	wantModes := map[string][]Mode{
+	wantModes := map[string][]dfsm.Mode{
 		// (START is the initial mode, not a change.) Alone: SYNCED; merge (step e, behind the leader):
 		// START_SYNC, UPDATE, SYNCED; partition (f1): stays SYNCED; heal
 		// (f3, stale): START_SYNC, UPDATE, SYNCED; node2 leaves (g1) and
 		// comes back (g2), indexes equal: START_SYNC, SYNCED twice.
-		"pve_dcdb_v1": {ModeSynced, ModeStartSync, ModeUpdate, ModeSynced,
-			ModeStartSync, ModeUpdate, ModeSynced, ModeStartSync, ModeSynced, ModeStartSync, ModeSynced},
+		"pve_dcdb_v1": {dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeUpdate, dfsm.ModeSynced,
+			dfsm.ModeStartSync, dfsm.ModeUpdate, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced},
 		// KVSTORE: every member synced at once after each STATE round.
-		"pve_kvstore_v1": {ModeSynced, ModeStartSync, ModeSynced,
-			ModeStartSync, ModeSynced, ModeStartSync, ModeSynced, ModeStartSync, ModeSynced},
+		"pve_kvstore_v1": {dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced,
+			dfsm.ModeStartSync, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced, dfsm.ModeStartSync, dfsm.ModeSynced},
 	}
 	for g, w := range wantModes {
-		if !equalModes(modes[g], w) {
+		if !slices.Equal(modes[g], w) {
 			t.Errorf("%s modes %v, want %v", g, modes[g], w)
 		}
 	}
-}
-
-func equalModes(a, b []Mode) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestTraceReplayAll replays every process of the three traces. What the
@@ -311,21 +306,21 @@ func replayProcess(t *testing.T, node string, pid uint32) {
 			nodeid = ev.NodeID
 		}
 	}
-	self := Member{nodeid, pid}
-	clock := &FakeClock{}
+	self := dfsm.Member{NodeID: nodeid, PID: pid}
+	clock := &dfsmtest.FakeClock{}
 	var sent []replaySend
-	engines := map[string]*DFSM{}
+	engines := map[string]*dfsm.DFSM{}
 	wantSends := map[string][][]byte{}
 	for _, g := range []string{"pve_dcdb_v1", "pve_kvstore_v1"} {
 		app := &replayApp{kv: g == "pve_kvstore_v1"}
 		for _, ev := range evs {
 			if ev.Ev == "send" && ev.Group == g {
-				if m, _ := Decode(ev.Bytes); m.Type == MsgState {
+				if m, _ := dfsm.Decode(ev.Bytes); m.Type == dfsm.MsgState {
 					app.states = append(app.states, m.Payload)
 				}
 			}
 		}
-		e, err := New(Config{Name: g, ProtocolVersion: groupVersion(g), Self: self,
+		e, err := dfsm.New(dfsm.Config{Name: g, ProtocolVersion: groupVersion(g), Self: self,
 			App: quietSynced{app}, Transport: replayTransport{g, &sent}, Clock: clock, Log: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
@@ -346,14 +341,14 @@ func replayProcess(t *testing.T, node string, pid uint32) {
 			e.Deliver(ev.NodeID, ev.PID, ev.Bytes)
 		case "send":
 			wantSends[ev.Group] = append(wantSends[ev.Group], ev.Bytes)
-			m, _ := Decode(ev.Bytes)
+			m, _ := dfsm.Decode(ev.Bytes)
 			var err error
 			switch m.Type {
-			case MsgNormal:
+			case dfsm.MsgNormal:
 				err = e.Send(m.Subtype, m.Payload)
-			case MsgUpdate:
+			case dfsm.MsgUpdate:
 				err = e.SendUpdate(m.Payload)
-			case MsgUpdateComplete:
+			case dfsm.MsgUpdateComplete:
 				err = e.SendUpdateComplete()
 			}
 			if err != nil {
@@ -376,8 +371,8 @@ func replayProcess(t *testing.T, node string, pid uint32) {
 				copy(a[8:12], b[8:12])
 			}
 			if !bytes.Equal(a, b) {
-				ma, _ := Decode(a)
-				mb, _ := Decode(b)
+				ma, _ := dfsm.Decode(a)
+				mb, _ := dfsm.Decode(b)
 				t.Errorf("%s send %d: got %s #%d e=%s, upstream %s #%d e=%s", g, i, ma.Type, ma.Count, ma.Epoch, mb.Type, mb.Count, mb.Epoch)
 			}
 		}

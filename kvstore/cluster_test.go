@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
 	"github.com/pmxcfs-go/pmxcfs/status"
 )
 
@@ -25,20 +26,20 @@ func quietLogger() *logrus.Logger {
 // simulator. Nodes 1..3 are in the cmap node list as node1..node3.
 type cluster struct {
 	t     *testing.T
-	sim   *dfsm.Simulator
+	sim   *dfsmtest.Simulator
 	nodes map[uint32]*node
 }
 
 type node struct {
 	st   *status.Status
 	app  *App
-	proc *dfsm.SimProc
+	proc *dfsmtest.SimProc
 }
 
 var cmapNodes = []status.Node{{ID: 1, Name: "node1", Votes: 1}, {ID: 2, Name: "node2", Votes: 1}, {ID: 3, Name: "node3", Votes: 1}}
 
 func newCluster(t *testing.T) *cluster {
-	return &cluster{t: t, sim: dfsm.NewSimulator(1_800_000_000), nodes: map[uint32]*node{}}
+	return &cluster{t: t, sim: dfsmtest.NewSimulator(1_800_000_000), nodes: map[uint32]*node{}}
 }
 
 func (c *cluster) start(id uint32) *node {

@@ -3,7 +3,6 @@ package kvstore
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/clusterlog"
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
+	"github.com/pmxcfs-go/pmxcfs/internal/wiretrace"
 	"github.com/pmxcfs-go/pmxcfs/status"
 )
 
@@ -152,7 +153,7 @@ func TestTraceReplayNode3(t *testing.T) {
 	var sent [][]byte
 	e, err := dfsm.New(dfsm.Config{Name: GroupName, ProtocolVersion: ProtocolVersion,
 		Self: dfsm.Member{NodeID: 3, PID: pid}, App: app, Transport: recordingTransport{&sent},
-		Clock: &dfsm.FakeClock{T: 1795349881}, Log: quiet})
+		Clock: &dfsmtest.FakeClock{T: 1795349881}, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

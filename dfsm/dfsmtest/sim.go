@@ -1,13 +1,18 @@
-package dfsm
+// Package dfsmtest is the test support of package dfsm: an in-memory virtually synchronous
+// process group (Simulator) that drives dfsm engines deterministically, and a settable
+// clock. It plays the part etcd's rafttest plays for raft; nothing in the daemon uses it.
+package dfsmtest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/dfsm"
 )
 
 // Simulator is an in-memory virtually synchronous process group for tests:
@@ -36,7 +41,7 @@ type Simulator struct {
 	// Trace, if set, receives one line per send, delivery and confchg.
 	Trace func(line string)
 	// Describe renders a payload in trace lines; printable text by default.
-	Describe func(m *Message) string
+	Describe func(m *dfsm.Message) string
 	// OnRingChange and OnRing, if set, model corosync's totem ring for the CPG glue (and
 	// what a quorum service derives from it). Each component has a ring, a new one whenever
 	// its set of nodes changes. A process whose view changes with its component's ring, or
@@ -60,13 +65,13 @@ type Simulator struct {
 
 // SimProc is one simulated process with its engine.
 type SimProc struct {
-	Member
-	Engine  *DFSM
+	dfsm.Member
+	Engine  *dfsm.DFSM
 	sim     *Simulator
 	alive   bool
 	joined  bool
 	stopped bool
-	view    []Member
+	view    []dfsm.Member
 	ring    uint64 // the ring last given to OnRing
 }
 
@@ -85,20 +90,6 @@ type simOp struct {
 	leavers []*SimProc
 }
 
-// FakeClock is a settable clock in whole seconds; Sleep advances it.
-type FakeClock struct {
-	T    int64
-	frac time.Duration
-}
-
-func (c *FakeClock) Now() time.Time { return time.Unix(c.T, 0) }
-
-func (c *FakeClock) Sleep(d time.Duration) {
-	c.frac += d
-	c.T += int64(c.frac / time.Second)
-	c.frac %= time.Second
-}
-
 // NewSimulator returns an empty simulated cluster whose clock starts at t0.
 func NewSimulator(t0 int64) *Simulator {
 	return &Simulator{Clock: &FakeClock{T: t0}, AutoRejoin: true, component: map[uint32]int{}, nextPID: 100,
@@ -114,13 +105,13 @@ func (s *Simulator) trace(format string, args ...any) {
 // Spawn creates a process on nodeid with a fresh pid and an engine built
 // from cfg (Self, Transport and Clock are filled in), and starts it: it
 // joins the group at the next Step.
-func (s *Simulator) Spawn(nodeid uint32, cfg Config) (*SimProc, error) {
+func (s *Simulator) Spawn(nodeid uint32, cfg dfsm.Config) (*SimProc, error) {
 	s.nextPID++
-	p := &SimProc{Member: Member{nodeid, s.nextPID}, sim: s, alive: true}
+	p := &SimProc{Member: dfsm.Member{NodeID: nodeid, PID: s.nextPID}, sim: s, alive: true}
 	cfg.Self = p.Member
 	cfg.Transport = p
 	cfg.Clock = s.Clock
-	e, err := New(cfg)
+	e, err := dfsm.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -131,9 +122,6 @@ func (s *Simulator) Spawn(nodeid uint32, cfg Config) (*SimProc, error) {
 	}
 	return p, e.Start()
 }
-
-// Procs returns every process ever spawned, in spawn order.
-func (s *Simulator) Procs() []*SimProc { return s.procs }
 
 // Alive lists the running processes.
 func (s *Simulator) Alive() []*SimProc {
@@ -159,10 +147,14 @@ func (s *Simulator) Proc(nodeid uint32) *SimProc {
 // Alive reports whether the process still runs.
 func (p *SimProc) Alive() bool { return p.alive }
 
-// View is the member list of the last confchg this process got.
-func (p *SimProc) View() []Member { return p.view }
+// Joined reports whether the process is in the group: its join was performed and no leave
+// since.
+func (p *SimProc) Joined() bool { return p.joined }
 
-// Mcast implements Transport.
+// View is the member list of the last confchg this process got.
+func (p *SimProc) View() []dfsm.Member { return p.view }
+
+// Mcast implements dfsm.Transport.
 func (p *SimProc) Mcast(msg []byte) error {
 	s := p.sim
 	s.mu.Lock()
@@ -175,13 +167,13 @@ func (p *SimProc) Mcast(msg []byte) error {
 	return nil
 }
 
-// Join implements Transport.
+// Join implements dfsm.Transport.
 func (p *SimProc) Join() error {
 	p.sim.addOp(simOp{apply: func() { p.joined = true }})
 	return nil
 }
 
-// Leave implements Transport.
+// Leave implements dfsm.Transport.
 func (p *SimProc) Leave() error {
 	p.sim.addOp(simOp{apply: func() { p.joined = false }, leavers: []*SimProc{p}})
 	return nil
@@ -221,6 +213,19 @@ func (s *Simulator) Partition(groups ...[]uint32) {
 	}})
 }
 
+// Component lists the nodes node can reach (itself included) as of the last membership
+// change, in ascending order.
+func (s *Simulator) Component(node uint32) []uint32 {
+	var out []uint32
+	for n, c := range s.component {
+		if c == s.component[node] {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Heal reconnects every node.
 func (s *Simulator) Heal() {
 	s.addOp(simOp{apply: func() {
@@ -246,9 +251,6 @@ func (s *Simulator) PendingOps() int {
 	defer s.mu.Unlock()
 	return len(s.ops)
 }
-
-// Idle reports that there is nothing left to deliver or change.
-func (s *Simulator) Idle() bool { return s.Pending() == 0 && s.PendingOps() == 0 }
 
 // Step performs one membership change if one is pending, else delivers one
 // message. It returns false when idle.
@@ -297,7 +299,7 @@ func (s *Simulator) recipients(from *SimProc) []*SimProc {
 			out = append(out, p)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].less(out[j].Member) })
+	sort.SliceStable(out, func(i, j int) bool { return memberLess(out[i].Member, out[j].Member) })
 	return out
 }
 
@@ -354,7 +356,7 @@ func (s *Simulator) membershipChange(op simOp) {
 		s.mu.Unlock()
 	}
 
-	views := map[int][]Member{}
+	views := map[int][]dfsm.Member{}
 	for _, p := range s.procs {
 		if p.alive && p.joined {
 			c := s.component[p.NodeID]
@@ -362,11 +364,11 @@ func (s *Simulator) membershipChange(op simOp) {
 		}
 	}
 	for _, v := range views {
-		sort.Slice(v, func(i, j int) bool { return v[i].less(v[j]) })
+		sort.Slice(v, func(i, j int) bool { return memberLess(v[i], v[j]) })
 	}
 	newRing := s.updateRings()
 	// A process joining afresh sees only the newcomers as joined, like CPG.
-	var fresh []Member
+	var fresh []dfsm.Member
 	for _, p := range s.procs {
 		if p.alive && p.joined && p.view == nil {
 			fresh = append(fresh, p.Member)
@@ -377,7 +379,7 @@ func (s *Simulator) membershipChange(op simOp) {
 			continue
 		}
 		nv := views[s.component[p.NodeID]]
-		if equalMembers(p.view, nv) {
+		if slices.Equal(p.view, nv) {
 			continue
 		}
 		left, joined := diffMembers(p.view, nv), diffMembers(nv, p.view)
@@ -388,7 +390,7 @@ func (s *Simulator) membershipChange(op simOp) {
 		if s.OnRingChange != nil && (newRing[p.NodeID] || p.view == nil) {
 			s.OnRingChange(p)
 		}
-		p.view = append([]Member(nil), nv...)
+		p.view = append([]dfsm.Member(nil), nv...)
 		s.trace("%s confchg members=%s left=%s joined=%s", p.Member, fmtMembers(nv), fmtMembers(left), fmtMembers(joined))
 		p.Engine.Confchg(nv, left, joined)
 	}
@@ -399,7 +401,7 @@ func (s *Simulator) membershipChange(op simOp) {
 		nv := views[s.component[p.NodeID]]
 		s.trace("%s confchg members=%s left=%s joined=-", p.Member, fmtMembers(nv), p.Member)
 		p.view = nil
-		p.Engine.Confchg(nv, []Member{p.Member}, nil)
+		p.Engine.Confchg(nv, []dfsm.Member{p.Member}, nil)
 		if s.AutoRejoin && !p.stopped && p.Engine.Finished() && p.Engine.Restartable() {
 			s.trace("%s rejoin", p.Member)
 			_ = p.Engine.Start()
@@ -454,20 +456,15 @@ func (s *Simulator) updateRings() map[uint32]bool {
 	return changed
 }
 
-func equalMembers(a, b []Member) bool {
-	if len(a) != len(b) {
-		return false
+func memberLess(a, b dfsm.Member) bool {
+	if a.NodeID != b.NodeID {
+		return a.NodeID < b.NodeID
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return a.PID < b.PID
 }
 
-func diffMembers(a, b []Member) []Member {
-	var out []Member
+func diffMembers(a, b []dfsm.Member) []dfsm.Member {
+	var out []dfsm.Member
 	for _, m := range a {
 		found := false
 		for _, o := range b {
@@ -483,7 +480,7 @@ func diffMembers(a, b []Member) []Member {
 	return out
 }
 
-func fmtMembers(ms []Member) string {
+func fmtMembers(ms []dfsm.Member) string {
 	if len(ms) == 0 {
 		return "-"
 	}
@@ -495,7 +492,7 @@ func fmtMembers(ms []Member) string {
 }
 
 func (s *Simulator) describe(b []byte) string {
-	m, err := Decode(b)
+	m, err := dfsm.Decode(b)
 	if err != nil {
 		return fmt.Sprintf("<%d bytes: %v>", len(b), err)
 	}
@@ -510,10 +507,10 @@ func (s *Simulator) describe(b []byte) string {
 	}
 	var p string
 	switch {
-	case m.Type == MsgVerifyRequest && len(m.Payload) == 8:
-		p = fmt.Sprintf("id=%d", le.Uint64(m.Payload))
-	case m.Type == MsgVerify && len(m.Payload) == 40:
-		p = fmt.Sprintf("id=%d sum=%x…", le.Uint64(m.Payload), m.Payload[8:12])
+	case m.Type == dfsm.MsgVerifyRequest && len(m.Payload) == 8:
+		p = fmt.Sprintf("id=%d", binary.LittleEndian.Uint64(m.Payload))
+	case m.Type == dfsm.MsgVerify && len(m.Payload) == 40:
+		p = fmt.Sprintf("id=%d sum=%x…", binary.LittleEndian.Uint64(m.Payload), m.Payload[8:12])
 	case s.Describe != nil:
 		p = s.Describe(&m)
 	case len(m.Payload) > 0:
