@@ -3,9 +3,11 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pmxcfs-go/pmxcfs/memdb"
 )
@@ -160,4 +162,111 @@ func TestBufferedWriteErrorReachesEveryWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantErrno(t, "close of a reader", closeErr(r), 0)
+}
+
+// gatedBackend holds every replicated write until release is closed, as a cluster does
+// while a resync holds back the messages of the healthy nodes.
+type gatedBackend struct {
+	*LocalBackend
+	entered chan string // one path per Write that reached the backend
+	release chan struct{}
+}
+
+func (b gatedBackend) Write(path string, off uint64, data []byte, truncate bool) (int, error) {
+	b.entered <- path
+	<-b.release
+	return b.LocalBackend.Write(path, off, data, truncate)
+}
+
+// finishes runs fn, which must complete without anyone releasing a gate; the bound only
+// keeps a hang from lasting until the test binary's timeout.
+func finishes(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s waited for another handle's flush", what)
+	}
+}
+
+// readIs stats and reads path and checks its content.
+func readIs(path, want string) error {
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	got, err := os.ReadFile(path)
+	if err == nil && string(got) != want {
+		err = fmt.Errorf("read %q, want %q", got, want)
+	}
+	return err
+}
+
+// A reader of a file that a writer on this node is flushing must not wait for that
+// flush (a cluster round trip, which a resync can hold back for seconds), and its close
+// must not replicate, or hear the outcome of, the writer's buffered writes.
+func TestReaderDoesNotWaitForWritersFlush(t *testing.T) {
+	gate := gatedBackend{entered: make(chan string, 8), release: make(chan struct{})}
+	env := mountTestWith(t, "", func(b *LocalBackend) Backend { gate.LocalBackend = b; return gate },
+		func(db *memdb.DB) {
+			for _, n := range []string{"a", "b"} {
+				db.Create(n, 0, 1)
+				db.Write(n, 0, []byte("old "+n), true, 0, 1)
+			}
+		})
+	// A writer with unflushed writes: a reader's close leaves them alone.
+	wb, err := os.OpenFile(env.p("b"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before the unmount (cleanups run last first), even after a failure: nothing may
+	// stay blocked in the file system.
+	t.Cleanup(func() {
+		close(gate.release)
+		wb.Close()
+	})
+	if _, err := wb.WriteAt([]byte("new b"), 0); err != nil {
+		t.Fatal(err)
+	}
+	finishes(t, "read of a file with buffered writes", func() error { return readIs(env.p("b"), "new b") })
+	select {
+	case p := <-gate.entered:
+		t.Fatalf("a reader's close replicated the writer's buffered writes to %s", p)
+	default:
+	}
+
+	// A writer whose close is stuck in the replication: reads of the file complete.
+	closed := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(env.p("a"), os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteAt([]byte("new a"), 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		closed <- err
+	}()
+	select {
+	case <-gate.entered:
+	case err := <-closed:
+		t.Fatalf("writer's close did not reach the backend: %v", err)
+	}
+	finishes(t, "read of a file while its writer's close replicates", func() error {
+		for i := 0; i < 3; i++ {
+			if err := readIs(env.p("a"), "new a"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	select {
+	case err := <-closed:
+		t.Fatalf("writer's close returned before its replication was released: %v", err)
+	default:
+	}
 }

@@ -122,8 +122,16 @@ func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetA
 	return n.Getattr(ctx, f, out)
 }
 
+// readOnly is the handle of a file opened for reading only. Its close and release leave
+// the file's buffered writes alone: those belong to a writer's handle, whose own close
+// replicates them and hears the outcome, and doing it from a reader's close would make
+// the reader wait for a cluster round trip (or for the writer's flush in progress, which
+// a resync can hold back for seconds).
+type readOnly struct{}
+
 // Open checks only that the file exists; permissions are the kernel's, quorum the
-// writer's. O_TRUNC arrives before this as a separate truncate.
+// writer's. O_TRUNC arrives before this as a separate truncate. A read-only open asks the
+// kernel not to send FLUSH at close (kernels before 5.16 send it anyway; Flush ignores it).
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	path, errno := nodePath(&n.Inode)
 	if errno != 0 {
@@ -134,9 +142,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	// Only a descriptor that can write may have buffered writes for its close to
 	// replicate; the others are closed without a FLUSH round trip (kernels that predate
-	// FOPEN_NOFLUSH send one anyway, which finds nothing to do).
+	// FOPEN_NOFLUSH send one anyway, which the readOnly handle answers at once).
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
-		return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
+		return readOnly{}, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
 	}
 	return &writeHandle{}, fuse.FOPEN_DIRECT_IO, 0
 }
@@ -165,6 +173,9 @@ func (n *fileNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, of
 }
 
 func (n *fileNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	if _, ok := f.(readOnly); ok {
+		return 0
+	}
 	h, _ := f.(*writeHandle)
 	return n.flush(n.fsys, &n.Inode, h)
 }
@@ -177,6 +188,9 @@ func (n *fileNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) s
 // Release normally finds nothing buffered (the close's flush came first); what is left
 // has no caller to report to but the log.
 func (n *fileNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	if _, ok := f.(readOnly); ok {
+		return 0
+	}
 	h, _ := f.(*writeHandle)
 	if errno := n.flush(n.fsys, &n.Inode, h); errno != 0 {
 		n.fsys.cfg.Log.Warnf("buffered writes dropped at release: %v", errno)

@@ -215,6 +215,9 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 		return nil, fmt.Errorf("vm list after sync: %w", err)
 	}
 	committed = true
+	if syncCommitHook != nil {
+		syncCommitHook()
+	}
 	if err := be.commitTx(); err != nil {
 		return nil, err
 	}
@@ -224,6 +227,9 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 	db.updateLocks(t)
 	return t, nil
 }
+
+// syncCommitHook, when set by a test, runs inside ApplySync just before the commit.
+var syncCommitHook func()
 
 func shortSum(s [32]byte) string { return hex.EncodeToString(s[:8]) }
 

@@ -119,3 +119,55 @@ func TestPruneBackupsKeepsNewest(t *testing.T) {
 		t.Fatalf("kept %v", left)
 	}
 }
+
+// Readers must not wait for a sync commit: while ApplySync is about to commit (held in
+// the test hook, as a slow disk would hold it), the old tree stays readable.
+func TestReadersDoNotWaitForSyncCommit(t *testing.T) {
+	leader, _ := openTemp(t, Options{})
+	local, _ := openTemp(t, Options{})
+	must(t, leader.Mkdir("nodes", 1, 2))
+	must(t, leader.Create("nodes/f", 1, 3))
+	must(t, local.Mkdir("mine", 2, 2))
+	idx, recs := syncFrom(leader)
+
+	inCommit, release := make(chan struct{}), make(chan struct{})
+	syncCommitHook = func() {
+		close(inCommit)
+		<-release
+	}
+	defer func() { syncCommitHook = nil }()
+	done := make(chan error, 1)
+	go func() { done <- local.ApplySync(idx, recs) }()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	<-inCommit
+	readDone := make(chan error, 1)
+	go func() {
+		_, err := local.Lookup("mine")
+		if err == nil {
+			_, err = local.ReadDir("")
+		}
+		local.Index()
+		local.TreeChecksum()
+		local.Statfs()
+		local.VMList()
+		readDone <- err
+	}()
+	// The bound only keeps a hang from lasting until the test binary's timeout.
+	select {
+	case err := <-readDone:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("reader blocked by the sync commit")
+	}
+	close(release)
+	must(t, <-done)
+	if !bytes.Equal(local.Index(), idx) {
+		t.Fatal("index differs from the leader's after the sync")
+	}
+}

@@ -62,6 +62,7 @@ func run(args []string) int {
 	if !opts.foreground && !isDaemonChild() {
 		return startDetachedChild()
 	}
+	defer startTrace()()
 	d := &daemonState{opts: opts}
 	if err := d.start(); err != nil {
 		log.Error(err)

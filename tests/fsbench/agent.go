@@ -27,17 +27,18 @@ import (
 // process on the machine shares, so the host can subtract a time taken on one node from a
 // time taken on another.
 type request struct {
-	Op      string  `json:"op"`
-	Dir     string  `json:"dir,omitempty"`
-	Name    string  `json:"name,omitempty"`
-	Content string  `json:"content,omitempty"`
-	Prefix  string  `json:"prefix,omitempty"`
-	N       int     `json:"n,omitempty"`
-	Size    int     `json:"size,omitempty"`
-	Workers int     `json:"workers,omitempty"`
-	Bulk    int     `json:"bulk,omitempty"`
-	PollMS  float64 `json:"poll_ms,omitempty"`
-	Timeout float64 `json:"timeout,omitempty"` // seconds
+	Op      string   `json:"op"`
+	Dir     string   `json:"dir,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	Content string   `json:"content,omitempty"`
+	Prefix  string   `json:"prefix,omitempty"`
+	N       int      `json:"n,omitempty"`
+	Size    int      `json:"size,omitempty"`
+	Workers int      `json:"workers,omitempty"`
+	Bulk    int      `json:"bulk,omitempty"`
+	PollMS  float64  `json:"poll_ms,omitempty"`
+	Timeout float64  `json:"timeout,omitempty"` // seconds
+	Files   []string `json:"files,omitempty"`
 }
 
 type response struct {
@@ -48,6 +49,7 @@ type response struct {
 	T1      int64     `json:"t1,omitempty"`
 	Rates   []float64 `json:"rates,omitempty"`
 	Samples []float64 `json:"samples,omitempty"`
+	Times   []int64   `json:"times,omitempty"` // when each sample started (probe)
 }
 
 func monotonic() int64 {
@@ -197,6 +199,10 @@ func serve(req request, early func(response) error) (response, error) {
 			return err
 		})
 		return response{N: n - 1}, err
+	case "probe":
+		return response{}, startProbe(req.Files, req.Size, time.Duration(req.PollMS*float64(time.Millisecond)), req.Workers > 0)
+	case "probestop":
+		return stopProbe()
 	case "ipc":
 		return ipcRates(req.Name, req.N)
 	case "cpg":
@@ -384,4 +390,102 @@ func mcastRetry(ctx context.Context, h *cpg.Handle, msg []byte) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// The probe is a reader running beside the agent's other requests: it stats and reads the
+// given files in turn, pausing between operations, and records when each stat+read started
+// and how long it took, until probestop. With a writer, another goroutine meanwhile
+// rewrites every tenth of those files in place (no truncation, content of the same size,
+// so readers always see a whole file), as a program on the node saving its configuration
+// would.
+var probe struct {
+	mu   sync.Mutex
+	stop chan struct{}
+	wg   sync.WaitGroup
+	resp response
+	errs [2]error // reader, writer
+	n    int      // files rewritten
+}
+
+func startProbe(files []string, size int, pause time.Duration, writer bool) error {
+	probe.mu.Lock()
+	defer probe.mu.Unlock()
+	if probe.stop != nil {
+		return errors.New("probe already running")
+	}
+	if len(files) == 0 {
+		return errors.New("probe: no files")
+	}
+	probe.stop = make(chan struct{})
+	probe.resp, probe.errs, probe.n = response{}, [2]error{}, 0
+	stop := probe.stop
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	probe.wg.Add(1)
+	go func() {
+		defer probe.wg.Done()
+		var r response
+		for i := 0; !stopped(); i++ {
+			t0 := monotonic()
+			if err := statRead(files[i%len(files)], size); err != nil {
+				probe.errs[0] = err
+				return
+			}
+			r.Times = append(r.Times, t0)
+			r.Samples = append(r.Samples, float64(monotonic()-t0)/1e6)
+			time.Sleep(pause)
+		}
+		probe.resp = r
+	}()
+	if writer {
+		probe.wg.Add(1)
+		go func() {
+			defer probe.wg.Done()
+			for i := 0; !stopped(); i += 10 {
+				if err := rewrite(files[i%len(files)], content(size, i)); err != nil {
+					probe.errs[1] = err
+					return
+				}
+				probe.n++
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return nil
+}
+
+func stopProbe() (response, error) {
+	probe.mu.Lock()
+	defer probe.mu.Unlock()
+	if probe.stop == nil {
+		return response{}, errors.New("no probe running")
+	}
+	close(probe.stop)
+	probe.wg.Wait()
+	probe.stop = nil
+	if err := errors.Join(probe.errs[:]...); err != nil {
+		return response{}, fmt.Errorf("probe: %w", err)
+	}
+	r := probe.resp
+	r.N = probe.n
+	return r, nil
+}
+
+// rewrite overwrites the start of an existing file with data and closes it.
+func rewrite(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -36,7 +36,8 @@ Workloads (-only matches their names):
   floor     3 nodes, no pmxcfs: corosync CPG round trip and back-to-back sends on node 1
   cluster   3 nodes: single writer on node 1, daemon CPU, replication latency to node 2
   writers8  3 nodes: 8 concurrent writers (3+3+2)
-  resync    3 nodes: node 3 joins with an empty database while 1 and 2 hold a large one
+  resync    3 nodes: node 3 joins with an empty database while 1 and 2 hold a large one;
+            meanwhile a reader and a writer on nodes 1 and 2 (read latency, daemon CPU)
 
 Local-mode workloads run in a 1-node bench without corosync (pmxcfs -f -l), so both
 daemons use /etc/pve and /var/lib/pve-cluster privately. Binaries must be visible inside
@@ -61,6 +62,7 @@ func main() {
 	quick := flag.Bool("quick", false, "small counts and 1 pair (unless -pairs is given): a smoke run")
 	only := flag.String("only", "", "run only workloads whose name matches this regular expression")
 	dbtool := flag.String("dbtool", "", "pmxcfs-db binary, for building the resync database (default: pmxcfs-db beside -bin)")
+	entries := flag.Int("resync-entries", 0, "entries of the resync database (default 50000, -quick 5000)")
 	workDir := flag.String("dir", "", "parent of the working directory (default /root, else $TMPDIR); must be on a disk file system for the disk-bytes figures")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usageText)
@@ -79,6 +81,9 @@ func main() {
 		if !pairsSet {
 			*pairs = 1
 		}
+	}
+	if *entries > 0 {
+		c.resyncEntries = *entries
 	}
 	if *pairs < 1 {
 		fmt.Fprintln(os.Stderr, "fsbench: -pairs must be at least 1")

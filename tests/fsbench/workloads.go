@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -228,6 +231,12 @@ func workloads(c counts, resync *resyncData) []workload {
 			cluster: true,
 			figures: []figure{
 				{"resync.time", fmt.Sprintf("3 nodes: node 3 joins empty, nodes 1+2 hold %d entries (%s): until synced (s)", c.resyncEntries, resync.describe()), false},
+				{"resync.readmax", "resync: stat+read of a file on nodes 1 and 2 meanwhile (a writer there rewrites some), max (ms)", false},
+				{"resync.read99", "resync: stat+read on nodes 1 and 2 meanwhile, p99 (ms)", false},
+				{"resync.idlemax", "resync: stat+read on nodes 1 and 2 in the 2 s before, max (ms)", false},
+				{"resync.cpu12", "resync: CPU of the daemons of nodes 1+2 meanwhile (CPU s/s)", false},
+				{"resync.idlecpu", "resync: CPU of the daemons of nodes 1+2 in the 2 s before (CPU s/s)", false},
+				{"resync.cpu3", "resync: CPU of node 3's daemon until synced (s)", false},
 			},
 			run: func(e *env, bin string) (map[string]float64, error) { return runResync(e, bin, resync) },
 		},
@@ -374,6 +383,42 @@ func runResync(e *env, bin string, r *resyncData) (map[string]float64, error) {
 	if err := e.ready(1, 2); err != nil {
 		return nil, err
 	}
+	// Readers on the nodes that hold the data, beside a writer rewriting some of the files
+	// they read: a sync must not hold up their reads. The marker stays as it is.
+	var probed []string
+	for k := 0; k < r.layout.markerIx; k += max(1, len(r.layout.files)/100) {
+		probed = append(probed, pveDir+"/"+r.layout.files[k])
+	}
+	var probing [3]bool // by node; left running only by an error
+	defer func() {
+		for i, on := range probing {
+			if on {
+				_, _ = e.agent(i).call(request{Op: "probestop"})
+			}
+		}
+	}()
+	for i := 1; i <= 2; i++ {
+		if _, err := e.agent(i).call(request{Op: "probe", Files: probed, Size: resyncFile, PollMS: 1, Workers: 1}); err != nil {
+			return nil, err
+		}
+		probing[i] = true
+	}
+	var cpuIdle, cpu0 [2]procSample
+	for i := range cpuIdle {
+		if cpuIdle[i], err = e.proc(i + 1); err != nil {
+			return nil, err
+		}
+	}
+	idleStart := monotonic()
+	time.Sleep(2 * time.Second)
+	var idle12 uint64
+	for i := range cpu0 {
+		if cpu0[i], err = e.proc(i + 1); err != nil {
+			return nil, err
+		}
+		idle12 += cpu0[i].cpuTicks - cpuIdle[i].cpuTicks
+	}
+	idleSecs := float64(monotonic()-idleStart) / 1e9
 	if err := e.start(3, bin); err != nil {
 		return nil, err
 	}
@@ -390,6 +435,49 @@ func runResync(e *env, bin string, r *resyncData) (map[string]float64, error) {
 	seen, err := e.agent(3).recv()
 	if err != nil {
 		return nil, err
+	}
+	var cpu12 uint64
+	for i := range cpu0 {
+		p, err := e.proc(i + 1)
+		if err != nil {
+			return nil, err
+		}
+		cpu12 += p.cpuTicks - cpu0[i].cpuTicks
+	}
+	cpu3, err := e.proc(3)
+	if err != nil {
+		return nil, err
+	}
+	var idle, during []float64
+	for i := 1; i <= 2; i++ {
+		probing[i] = false
+		p, err := e.agent(i).call(request{Op: "probestop"})
+		if err != nil {
+			return nil, err
+		}
+		var slow []int
+		for k, at := range p.Times {
+			switch {
+			case at < t0:
+				idle = append(idle, p.Samples[k])
+			case at <= seen.T1:
+				during = append(during, p.Samples[k])
+				if p.Samples[k] >= 50 {
+					slow = append(slow, k)
+				}
+			}
+		}
+		// The slowest reads and when they started, to look up in a daemon's trace
+		// (PMXCFS_TRACE).
+		slices.SortFunc(slow, func(a, b int) int { return cmp.Compare(p.Samples[b], p.Samples[a]) })
+		var worst []string
+		for _, k := range slow[:min(len(slow), 5)] {
+			worst = append(worst, fmt.Sprintf("%.0f ms at %.3f s", p.Samples[k], float64(p.Times[k])/1e9))
+		}
+		if len(slow) > 0 {
+			fmt.Fprintf(os.Stderr, "fsbench: resync: node %d: %d reads of 50 ms or more while node 3 synced; slowest (CLOCK_MONOTONIC): %s\n",
+				i, len(slow), strings.Join(worst, ", "))
+		}
 	}
 	// Both daemons apply a sync as a whole (at UPDATE_COMPLETE), so the last entry sent means
 	// all are there; that is checked outside the timing.
@@ -409,5 +497,10 @@ func runResync(e *env, bin string, r *resyncData) (map[string]float64, error) {
 		}
 		time.Sleep(time.Second)
 	}
-	return map[string]float64{"resync.time": float64(seen.T1-t0) / 1e9}, nil
+	return map[string]float64{"resync.time": float64(seen.T1-t0) / 1e9,
+		"resync.readmax": slices.Max(append(during, 0)), "resync.read99": percentile(during, 99),
+		"resync.idlemax": slices.Max(append(idle, 0)),
+		"resync.cpu12":   cpuMicros(cpu12) / 1e6 / (float64(seen.T1-t0) / 1e9),
+		"resync.idlecpu": cpuMicros(idle12) / 1e6 / idleSecs,
+		"resync.cpu3":    cpuMicros(cpu3.cpuTicks) / 1e6}, nil
 }
