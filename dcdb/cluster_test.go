@@ -576,3 +576,23 @@ func TestRejoinWaitsForEveryQuorateNode(t *testing.T) {
 		}
 	}
 }
+
+// A node alone in the group needs no confirmation of its changes: nobody could have missed
+// them. pvecm adding a second node to a one-node cluster renames corosync.conf into place,
+// which costs the node its quorum right after; the rename must still report success.
+func TestAloneNodeNeedsNoConfirmation(t *testing.T) {
+	c := newCluster(t)
+	n := c.start(1, nil)
+	c.run()
+	m := FuseMessage{Path: "corosync.conf", HasPath: true}
+	p, err := n.proc.Engine.Submit(MsgCreate, m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sim.Step()
+	n.quorate.Store(false)
+	c.run()
+	if r, err := p.Result(); err != nil || r != 0 {
+		t.Fatalf("result %d, %v; want success", r, err)
+	}
+}

@@ -88,6 +88,7 @@ type Config struct {
 type localResult struct {
 	count  uint64
 	result int
+	alone  bool // delivered while this process was the group's only member
 }
 
 type queuedMessage struct {
@@ -385,13 +386,14 @@ func (d *DFSM) mcastNormalLocked(subtype uint16, payload []byte) (uint64, error)
 // recordLocalResult hands a result to the waiter of count (or holds it until it is
 // confirmed); like upstream, it also releases every waiter with a lower count (their
 // message was lost).
-func (d *DFSM) recordLocalResult(count uint64, result int) {
+func (d *DFSM) recordLocalResult(count uint64, result int, alone bool) {
 	d.sendMu.Lock()
 	defer d.sendMu.Unlock()
 	d.confirmedLocked(count, result)
 	if p := d.waiters[count]; p != nil {
 		p.result, p.processed = result, true
-		if d.holdLocked(p) {
+		// Alone in the group there is nobody who could have missed the message.
+		if !alone && d.holdLocked(p) {
 			delete(d.waiters, count)
 		}
 	}
@@ -680,7 +682,7 @@ func (d *DFSM) flush() {
 		if err != nil {
 			r.result = -int(syscall.EIO)
 		}
-		d.recordLocalResult(r.count, r.result)
+		d.recordLocalResult(r.count, r.result, r.alone)
 	}
 }
 
@@ -732,9 +734,9 @@ func (d *DFSM) deliver(from Member, msg []byte) {
 		result, err := d.app.Deliver(from, m.Subtype, m.Time, m.Payload)
 		if from == d.cfg.Self {
 			if _, ok := d.app.(Flusher); ok {
-				d.unflushed = append(d.unflushed, localResult{m.Count, result})
+				d.unflushed = append(d.unflushed, localResult{m.Count, result, len(d.members) == 1})
 			} else {
-				d.recordLocalResult(m.Count, result)
+				d.recordLocalResult(m.Count, result, len(d.members) == 1)
 			}
 		}
 		// A batch is bounded: corosync keeps one dispatch going for as long as messages
