@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pmxcfs-go/pmxcfs/tests/bench"
 )
 
 // counts sizes every workload.
@@ -372,6 +374,21 @@ func runResync(e *env, bin string, r *resyncData) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Node 3 joins as a new node does: its corosync comes up with its pmxcfs. While only
+	// its corosync ran, a node whose pmxcfs restarts (ours) would wait for node 3's pmxcfs
+	// before accepting changes, since node 3 might hold newer data (docs/protocol.md).
+	if err := e.b.Kill(3, bench.Corosync, false); err != nil {
+		return nil, err
+	}
+	corosync3 := false
+	defer func() {
+		if !corosync3 {
+			_ = e.b.StartCorosync(3) // the bench's later workloads expect all three
+		}
+	}()
+	if err := e.b.WaitQuorum(60*time.Second, 1, 2); err != nil {
+		return nil, err
+	}
 	for i := 1; i <= 2; i++ {
 		if err := os.WriteFile(filepath.Join(e.dbDir(i), "config.db"), db, 0o600); err != nil {
 			return nil, err
@@ -419,6 +436,13 @@ func runResync(e *env, bin string, r *resyncData) (map[string]float64, error) {
 		idle12 += cpu0[i].cpuTicks - cpuIdle[i].cpuTicks
 	}
 	idleSecs := float64(monotonic()-idleStart) / 1e9
+	corosync3 = true
+	if err := e.b.StartCorosync(3); err != nil {
+		return nil, err
+	}
+	if err := e.b.WaitQuorum(60*time.Second, 1, 2, 3); err != nil {
+		return nil, err
+	}
 	if err := e.start(3, bin); err != nil {
 		return nil, err
 	}
