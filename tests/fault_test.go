@@ -356,12 +356,7 @@ func TestFaultDatabase(t *testing.T) {
 			for _, ext := range []string{"-wal", "-shm"} {
 				os.Remove(db + ext)
 			}
-			if err := b.Restart(node, bench.Pmxcfs); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.WaitPmxcfs(30*time.Second, node); err != nil {
-				t.Fatal(err)
-			}
+			restartPmxcfs(t, b, node)
 			l.settle(t, b, step)
 		}
 	})
@@ -374,12 +369,7 @@ func TestFaultDatabase(t *testing.T) {
 		if err := b.MountTmpfs(node, "/var/lib/pve-cluster", "64m"); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Restart(node, bench.Pmxcfs); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.WaitPmxcfs(30*time.Second, node); err != nil {
-			t.Fatal(err)
-		}
+		restartPmxcfs(t, b, node)
 		l.settle(t, b, "database on a small tmpfs")
 
 		storm := newFaultStorm(t, b, l, rng, tag+"/full", 1, 64<<10)
@@ -412,15 +402,7 @@ func TestFaultDatabase(t *testing.T) {
 		}
 		t.Logf("%s: %s", step, l.figures(0))
 		// Space again; the daemon catches up after a restart.
-		if _, err := b.Exec(node, "rm", "/var/lib/pve-cluster/filler"); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Restart(node, bench.Pmxcfs); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.WaitPmxcfs(30*time.Second, node); err != nil {
-			t.Fatal(err)
-		}
+		freeDiskAndRestart(t, b, node)
 		name := path.Join(tag, "full", "after.cfg")
 		mustExec(t, b, node, "true > /etc/pve/"+name) // once the node has synced
 		if op := l.do(node, "write", name, "writable again\n", true, func() error {
@@ -464,15 +446,7 @@ func TestFaultDatabase(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %s", step, l.figures(0))
-		if _, err := b.Exec(node, "rm", "/var/lib/pve-cluster/filler"); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Restart(node, bench.Pmxcfs); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.WaitPmxcfs(30*time.Second, node); err != nil {
-			t.Fatal(err)
-		}
+		freeDiskAndRestart(t, b, node)
 		l.settle(t, b, step+", freed and restarted")
 	})
 }
@@ -521,11 +495,27 @@ func TestFaultStaggeredRestart(t *testing.T) {
 	for k := 1; k <= 4; k++ {
 		write(1, fmt.Sprintf("on-1-and-2-%d.cfg", k))
 	}
-	if err := b.Restart(3, bench.Pmxcfs); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitPmxcfs(30*time.Second, 3); err != nil {
-		t.Fatal(err)
-	}
+	restartPmxcfs(t, b, 3)
 	l.settle(t, b, "staggered restart")
+}
+
+// restartPmxcfs starts node's pmxcfs again and waits until it serves /etc/pve.
+func restartPmxcfs(t *testing.T, b *bench.Bench, node int) {
+	t.Helper()
+	if err := b.Restart(node, bench.Pmxcfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitPmxcfs(30*time.Second, node); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeDiskAndRestart removes the file that filled node's database tmpfs and restarts its
+// pmxcfs, which then catches up.
+func freeDiskAndRestart(t *testing.T, b *bench.Bench, node int) {
+	t.Helper()
+	if _, err := b.Exec(node, "rm", "/var/lib/pve-cluster/filler"); err != nil {
+		t.Fatal(err)
+	}
+	restartPmxcfs(t, b, node)
 }
