@@ -83,13 +83,23 @@ func (b *buffered) write(fsys *fileSystem, n *gofs.Inode, h *writeHandle, data [
 		}
 		p = &pending{data: base, lo: off, hi: end}
 	}
-	// A new slice when the content grows or is still memdb's (published data is
-	// immutable); later writes within it modify the buffer in place, under mu since
-	// readers copy from it.
+	// A new slice when the content is still memdb's (published data is immutable) or
+	// outgrows the buffer, which then doubles, so a file written in small chunks is
+	// copied a few times, not once per chunk; later writes modify the buffer in place,
+	// under mu since readers copy from it. Capacity beyond the length is zero and only
+	// ever becomes content by being written.
 	buf := p.data
-	if end > int64(len(buf)) || b.pend == nil {
-		buf = make([]byte, max(end, int64(len(p.data))))
+	switch {
+	case b.pend == nil || end > int64(cap(buf)):
+		size := max(end, int64(len(p.data)))
+		capacity := size
+		if b.pend != nil {
+			capacity = min(max(size, 2*int64(cap(buf))), memdb.MaxFileSize)
+		}
+		buf = make([]byte, size, capacity)
 		copy(buf, p.data)
+	case end > int64(len(buf)):
+		buf = buf[:end]
 	}
 	b.mu.Lock()
 	copy(buf[off:], data)

@@ -29,6 +29,11 @@ func TestChunkedWriteIsOneChange(t *testing.T) {
 		}
 		want = append(want, chunk...)
 	}
+	// A gap left by a write past the end reads as zeros.
+	if _, err := f.WriteAt([]byte("tail"), int64(len(want))+100); err != nil {
+		t.Fatal(err)
+	}
+	want = append(append(want, make([]byte, 100)...), "tail"...)
 	if v := env.db.Root().Version; v != created {
 		t.Fatalf("memdb changed %d times before close", v-created)
 	}
