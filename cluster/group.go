@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/pmxcfs-go/pmxcfs/cpg"
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
+	"github.com/pmxcfs-go/pmxcfs/internal/fdwait"
 	"github.com/pmxcfs-go/pmxcfs/ringquorum"
 )
 
@@ -103,17 +103,26 @@ func (g *Group) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w, err := fdwait.New()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Watch(fd); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, w.Wake)
+	defer stop()
 	nextVerify := time.Now().Add(dfsm.VerifyInterval)
 	for ctx.Err() == nil {
 		// Dispatch, the verify timer and shutdown all run on this goroutine: the engine's
 		// inputs must come from one goroutine.
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 1000)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		ev, err := w.Wait(nextVerify)
+		if err != nil {
 			return err
 		}
-		if n > 0 {
-			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 && pfd[0].Revents&unix.POLLIN == 0 {
+		if ev != 0 {
+			if ev.HangUp() && !ev.Readable() {
 				return errors.New("connection to corosync lost")
 			}
 			// Everything corosync has ready is one batch: the application commits it

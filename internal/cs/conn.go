@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/pmxcfs-go/pmxcfs/internal/fdwait"
 )
 
 // Lib is what a binding supplies for one connection: closures around its library's calls
@@ -146,7 +148,7 @@ func (c *Conn) Run(ctx context.Context) error {
 		}
 		fd, code := c.lib.FdGet()
 		err := Check(c.lib.Name+"_fd_get", code)
-		var rev int16
+		var rev fdwait.Events
 		if err == nil {
 			rev, err = c.g.Wait(fd)
 		}
@@ -163,7 +165,7 @@ func (c *Conn) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		if hangup(rev) {
+		if rev.HangUp() {
 			return &Error{Op: op, Code: ErrLibrary, Detail: "connection to corosync lost"}
 		}
 	}

@@ -2,29 +2,31 @@ package cs
 
 import (
 	"sync"
+	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/pmxcfs-go/pmxcfs/internal/fdwait"
 )
 
 // guard makes a C handle safe to close at any time: the finalizer runs once,
 // only after every call that entered the handle has left it, so no C call
-// ever sees a finalized handle and no poll waits on a closed fd. It also owns
-// an eventfd that wakes a dispatch loop blocked in poll(2).
+// ever sees a finalized handle and no wait watches a closed fd. It also owns
+// the waiter of the dispatch loop, so Close and Wake can interrupt it.
 type guard struct {
 	mu      sync.Mutex
 	users   int
 	closing bool
 	final   func()
-	wake    int
+	w       *fdwait.Waiter // nil once finalized
+	watched int            // the fd w watches, -1 for none
 }
 
 // newGuard returns a guard that calls final once when closed and idle.
 func newGuard(final func()) (*guard, error) {
-	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	w, err := fdwait.New()
 	if err != nil {
 		return nil, err
 	}
-	return &guard{final: final, wake: fd}, nil
+	return &guard{final: final, w: w, watched: -1}, nil
 }
 
 // Enter registers a call into the handle; false means the handle is closed.
@@ -74,9 +76,8 @@ func (g *guard) Wake() {
 }
 
 func (g *guard) wakeLocked() {
-	if g.wake >= 0 {
-		var one = [8]byte{1}
-		_, _ = unix.Write(g.wake, one[:])
+	if g.w != nil {
+		g.w.Wake()
 	}
 }
 
@@ -86,36 +87,24 @@ func (g *guard) finishLocked() {
 	}
 	g.final()
 	g.final = nil
-	unix.Close(g.wake)
-	g.wake = -1
+	g.w.Close()
+	g.w = nil
 }
 
 // Wait blocks until fd is readable (or hung up) or Wake/Close is called. It
-// returns the poll events of fd, zero when woken. The caller must have
-// entered the guard, so fd stays open meanwhile.
-func (g *guard) Wait(fd int) (int16, error) {
+// returns the events of fd, zero when woken. The caller must have entered the
+// guard, so fd stays open and the waiter alive meanwhile.
+func (g *guard) Wait(fd int) (fdwait.Events, error) {
 	g.mu.Lock()
-	wake := g.wake
+	w, watched := g.w, g.watched
 	g.mu.Unlock()
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+	if fd != watched {
+		if err := w.Watch(fd); err != nil {
 			return 0, err
 		}
-		if fds[1].Revents != 0 {
-			var buf [8]byte
-			_, _ = unix.Read(wake, buf[:])
-			return 0, nil
-		}
-		return fds[0].Revents, nil
+		g.mu.Lock()
+		g.watched = fd
+		g.mu.Unlock()
 	}
-}
-
-// hangup reports whether poll events say the peer is gone.
-func hangup(revents int16) bool {
-	return revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	return w.Wait(time.Time{})
 }
