@@ -193,12 +193,16 @@ func (c *cluster) absent(path string) {
 
 func writeFile(path, data string) func(a *App) error {
 	return func(a *App) error {
-		if err := a.Create(path); err != nil {
+		confirm, err := a.Create(path)
+		if err != nil {
 			return err
 		}
 		n, err := a.Write(path, 0, []byte(data), false)
 		if err == nil && n != len(data) {
 			err = fmt.Errorf("wrote %d of %d bytes", n, len(data))
+		}
+		if cerr := confirm(); err == nil {
+			err = cerr
 		}
 		return err
 	}

@@ -443,10 +443,24 @@ func (a *App) Write(path string, off uint32, data []byte, truncate bool) (int, e
 	return a.send(MsgWrite, m)
 }
 
-// Create replicates creating an empty file.
-func (a *App) Create(path string) error {
-	_, err := a.send(MsgCreate, FuseMessage{Path: path, HasPath: true})
-	return err
+// Create replicates creating an empty file. It returns once this node applied the
+// create, before the other members are known to have it: confirm waits for that, and
+// the caller must call it before it reports the file written (the close of the
+// descriptor that created it). A write replicated meanwhile confirms the create with
+// itself, so a file created, written and closed costs one confirmation, not two.
+func (a *App) Create(path string) (confirm func() error, err error) {
+	if !a.quorate() {
+		return nil, syscall.EACCES
+	}
+	m := FuseMessage{Path: path, HasPath: true}
+	res, count, err := a.engine.SendSyncLater(MsgCreate, m.Encode())
+	if err != nil {
+		return nil, err
+	}
+	if res < 0 {
+		return nil, syscall.Errno(-res)
+	}
+	return func() error { return a.engine.Confirm(count) }, nil
 }
 
 // Mkdir replicates creating a directory.

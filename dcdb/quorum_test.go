@@ -6,8 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pmxcfs-go/pmxcfs/dfsm"
 	"github.com/pmxcfs-go/pmxcfs/dfsm/dfsmtest"
@@ -234,7 +237,13 @@ func TestWriteQueuedWhenCutOffMidSyncLostWithStatusFlagOnly(t *testing.T) {
 // close.
 func inFlightWrite(t *testing.T, confirm bool) (writeErr error, survived bool) {
 	c, m := threeNodes(t, true, confirm)
-	c.must(1, func(a *App) error { return a.Create("inflight.cfg") })
+	c.must(1, func(a *App) error {
+		confirm, err := a.Create("inflight.cfg")
+		if err != nil {
+			return err
+		}
+		return confirm()
+	})
 
 	const data = "in flight at the cut"
 	wm := FuseMessage{Path: "inflight.cfg", HasPath: true, Data: []byte(data)}
@@ -269,6 +278,66 @@ func TestWriteInFlightAtTheCutLostWithoutConfirmation(t *testing.T) {
 	if err != nil || survived {
 		t.Fatalf("write: %v, survived: %v; the schedule no longer reaches the window", err, survived)
 	}
+}
+
+// A create is released once applied here; its outcome is known only at the confirm (the
+// creating descriptor's close). Cut off right after the create was sent, node 1 reports
+// the create a success, then EIO from confirm, and the heal drops the file.
+func TestCreateInFlightAtTheCutFailsAtConfirm(t *testing.T) {
+	c, m := threeNodes(t, true, true)
+	a := c.nodes[1].app
+	type created struct {
+		confirm func() error
+		err     error
+	}
+	done := make(chan created, 1)
+	go func() {
+		confirm, err := a.Create("inflight.cfg")
+		done <- created{confirm, err}
+	}()
+	for c.sim.Pending() == 0 {
+		time.Sleep(50 * time.Microsecond) // until the create is sent
+	}
+	c.sim.CutInFlight = true
+	c.sim.Partition([]uint32{2, 3})
+	c.run()
+	c.sim.CutInFlight = false
+	got := <-done
+	if got.err != nil {
+		t.Fatalf("create: %v; want success, applied here", got.err)
+	}
+	if err := c.do(1, func(*App) error { return got.confirm() }); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("confirm: %v; want EIO", err)
+	}
+	c.majorityWritesThenHeals(m)
+	if _, err := c.nodes[1].db.Lookup("inflight.cfg"); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("inflight.cfg after the heal: %v; want it gone", err)
+	}
+}
+
+// A file created, written and closed costs one confirmation, not two: the write's covers
+// the create, which was applied before it was sent. Then the confirm of the create returns
+// at once.
+func TestCreateIsConfirmedWithTheWrite(t *testing.T) {
+	c, _ := threeNodes(t, true, true)
+	var mu sync.Mutex
+	var sent []string
+	c.sim.Trace = func(l string) {
+		if strings.HasPrefix(l, c.nodes[1].proc.Member.String()+" send ") && strings.Contains(l, "NORMAL") {
+			mu.Lock()
+			sent = append(sent, l)
+			mu.Unlock()
+		}
+	}
+	c.must(1, writeFile("f.cfg", "data"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 3 {
+		t.Fatalf("node 1 sent %d messages for create+write+confirm, want 3 (create, write, one confirmation):\n%s",
+			len(sent), strings.Join(sent, "\n"))
+	}
+	c.converged()
+	c.readAll("f.cfg", "data")
 }
 
 // propWrite is one create+write submitted on a node; acknowledged when both succeeded.

@@ -1,5 +1,7 @@
 package dfsm
 
+import "syscall"
+
 // Confirmer is implemented by applications whose local writers may only learn a success
 // once the other members are known to have the message as well (DCDB).
 //
@@ -23,16 +25,78 @@ type confirmState struct {
 	held       []*Pending // applied here, waiting for the next confirmation
 	confirming []*Pending // covered by the confirmation in flight
 	count      uint64     // that confirmation's count, 0 when none is in flight
+	covers     uint64     // the last own message applied when it was sent
+	// owed are the messages sent with SendSyncLater whose success was released before
+	// any confirmation; lost are those of them whose confirmation failed, until Confirm
+	// reports it.
+	owed, lost map[uint64]struct{}
 }
 
-// holdLocked keeps a successful local result until it is confirmed; false when the
-// application does not confirm.
+// holdLocked keeps a successful local result until it is confirmed, or for a message
+// sent with SendSyncLater records that it is owed a confirmation; false when the result
+// is released now.
 func (d *DFSM) holdLocked(p *Pending) bool {
 	if d.confirmer == nil || p.result < 0 {
 		return false
 	}
-	d.confirm.held = append(d.confirm.held, p)
+	c := &d.confirm
+	if p.later {
+		if c.owed == nil {
+			c.owed = map[uint64]struct{}{}
+		}
+		c.owed[p.Count] = struct{}{}
+		return false
+	}
+	c.held = append(c.held, p)
 	return true
+}
+
+// SendSyncLater is SendSync without the wait for the confirmation: a success is released
+// as soon as this process applied the message, and Confirm(count) later waits for the
+// confirmation it is owed. DCDB uses it for a file created through an open descriptor,
+// which reports the outcome at close: the file's writes (one confirmation covers every
+// message applied before it was sent) or Confirm then.
+func (d *DFSM) SendSyncLater(subtype uint16, payload []byte) (result int, count uint64, err error) {
+	d.sendMu.Lock()
+	p, err := d.sendLocked(subtype, payload, true)
+	if err == nil {
+		p.later = true
+	}
+	d.sendMu.Unlock()
+	if err != nil {
+		return 0, 0, syscall.EBUSY
+	}
+	result, err = p.Result()
+	return result, p.Count, err
+}
+
+// Confirm waits until the message count sent with SendSyncLater is confirmed. It returns
+// at once when it is already confirmed (or was never owed one: a failure, or sent while
+// this process was alone in the group), and syscall.EIO when its fate is unknown, like a
+// SendSync whose confirmation failed.
+func (d *DFSM) Confirm(count uint64) error {
+	d.sendMu.Lock()
+	c := &d.confirm
+	if _, ok := c.lost[count]; ok {
+		delete(c.lost, count)
+		d.sendMu.Unlock()
+		return syscall.EIO
+	}
+	if _, ok := c.owed[count]; !ok {
+		d.sendMu.Unlock()
+		return nil
+	}
+	// A barrier: no message of its own, released with the confirmation that covers count.
+	p := &Pending{Count: count, done: make(chan struct{}), processed: true}
+	if c.count != 0 && c.covers >= count {
+		c.confirming = append(c.confirming, p)
+	} else {
+		c.held = append(c.held, p)
+		d.sendConfirmLocked()
+	}
+	d.sendMu.Unlock()
+	_, err := p.Result()
+	return err
 }
 
 // confirmedLocked handles the local delivery of message count.
@@ -45,7 +109,22 @@ func (d *DFSM) confirmedLocked(count uint64, result int) {
 		p.unconfirmed = result < 0
 		close(p.done)
 	}
+	for o := range c.owed {
+		if o <= c.covers {
+			delete(c.owed, o)
+			if result < 0 {
+				c.loseLocked(o)
+			}
+		}
+	}
 	c.confirming, c.count = nil, 0
+}
+
+func (c *confirmState) loseLocked(count uint64) {
+	if c.lost == nil {
+		c.lost = map[uint64]struct{}{}
+	}
+	c.lost[count] = struct{}{}
 }
 
 // sendConfirmLocked sends a confirmation for the held results when none is in flight. A
@@ -61,7 +140,7 @@ func (d *DFSM) sendConfirmLocked() {
 		d.log.WithError(err).Error("cannot send the confirmation of local changes")
 		return
 	}
-	c.confirming, c.held, c.count = c.held, nil, count
+	c.confirming, c.held, c.count, c.covers = c.held, nil, count, d.rcvd
 }
 
 // abortConfirmLocked releases every held result as unconfirmed.
@@ -71,5 +150,8 @@ func (d *DFSM) abortConfirmLocked() {
 		p.unconfirmed = true
 		close(p.done)
 	}
-	*c = confirmState{}
+	for o := range c.owed {
+		c.loseLocked(o)
+	}
+	*c = confirmState{lost: c.lost}
 }

@@ -316,6 +316,7 @@ type Pending struct {
 	// unconfirmed: applied here, but the group changed before the others were known to
 	// have it (Confirmer).
 	unconfirmed bool
+	later       bool // sent with SendSyncLater: released unconfirmed, owed a confirmation
 }
 
 // Done is closed once the message was delivered locally or the wait aborted.
@@ -361,6 +362,10 @@ func (d *DFSM) SendSync(subtype uint16, payload []byte) (int, error) {
 func (d *DFSM) send(subtype uint16, payload []byte, wait bool) (*Pending, error) {
 	d.sendMu.Lock()
 	defer d.sendMu.Unlock()
+	return d.sendLocked(subtype, payload, wait)
+}
+
+func (d *DFSM) sendLocked(subtype uint16, payload []byte, wait bool) (*Pending, error) {
 	count, err := d.mcastNormalLocked(subtype, payload)
 	if err != nil {
 		return nil, err

@@ -42,9 +42,23 @@ type failure struct {
 }
 
 // writeHandle is an open descriptor that may write: it remembers the buffer it wrote
-// into, so its close or fsync reports that buffer's outcome.
+// into, so its close or fsync reports that buffer's outcome, and for the descriptor that
+// created the file the confirmation the create still owes (Backend.Create).
 type writeHandle struct {
-	gen uint64 // the buffer written into, 0 for none
+	gen     uint64       // the buffer written into, 0 for none
+	confirm func() error // guarded by the file's flushMu once the file is open
+}
+
+// takeConfirm waits for the confirmation of the create, once. In a flush it comes after
+// the buffer's replication, whose own confirmation covers the create, so it then costs
+// nothing.
+func (h *writeHandle) takeConfirm() syscall.Errno {
+	if h == nil || h.confirm == nil {
+		return 0
+	}
+	confirm := h.confirm
+	h.confirm = nil
+	return toErrno(confirm())
 }
 
 // pending is the file's content as the buffered writes made it, and the range they
@@ -179,6 +193,9 @@ func (b *buffered) flushLocked(fsys *fileSystem, n *gofs.Inode, h *writeHandle) 
 		b.mu.Unlock()
 	}
 	if e := b.takeFailure(h); e != 0 {
+		errno = e
+	}
+	if e := h.takeConfirm(); errno == 0 {
 		errno = e
 	}
 	return b.flushMu.Unlock, errno

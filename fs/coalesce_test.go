@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -167,6 +168,51 @@ func TestBufferedWriteErrorReachesEveryWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantErrno(t, "close of a reader", closeErr(r), 0)
+}
+
+// unconfirmedBackend creates files whose confirmation fails, as a cluster does for a
+// create whose node was cut off before the others had it; it counts the confirmations.
+type unconfirmedBackend struct {
+	*LocalBackend
+	confirms *atomic.Int32
+}
+
+func (b unconfirmedBackend) Create(path string) (func() error, error) {
+	if _, err := b.LocalBackend.Create(path); err != nil {
+		return nil, err
+	}
+	return func() error { b.confirms.Add(1); return syscall.EIO }, nil
+}
+
+// The outcome of a create comes back from the close or fsync of the descriptor that
+// created the file (once), and from mknod itself, which has no descriptor.
+func TestCreateOutcomeFromCloseFsyncAndMknod(t *testing.T) {
+	var confirms atomic.Int32
+	env := mountTestWith(t, "", func(b *LocalBackend) Backend { return unconfirmedBackend{b, &confirms} }, nil)
+
+	f, err := os.Create(env.p("closed"))
+	if err != nil {
+		t.Fatalf("create: %v; its outcome is the close's", err)
+	}
+	if _, err := f.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var pe *os.PathError
+	if err := f.Close(); !errors.As(err, &pe) || pe.Err != syscall.EIO {
+		t.Fatalf("close: %v, want EIO", err)
+	}
+
+	f, err = os.Create(env.p("synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "fsync", f.Sync(), syscall.EIO)
+	wantErrno(t, "close after the fsync reported it", f.Close(), 0)
+
+	wantErrno(t, "mknod", syscall.Mknod(env.p("made"), syscall.S_IFREG|0o640, 0), syscall.EIO)
+	if n := confirms.Load(); n != 3 {
+		t.Fatalf("%d confirmations, want one per created file", n)
+	}
 }
 
 // gatedBackend holds every replicated write until release is closed, as a cluster does

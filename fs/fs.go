@@ -28,7 +28,11 @@ type Backend interface {
 	// Writable returns the error a change would get now (no quorum, not connected), so
 	// a buffered write can be refused at once; nil where a change may be tried.
 	Writable() error
-	Create(path string) error
+	// Create returns once the file exists on this node. confirm, when not nil, waits
+	// until the change is final (known to the other members; committed); the create's
+	// success is not final before it returned nil. The close or fsync of the descriptor
+	// that created the file calls it.
+	Create(path string) (confirm func() error, err error)
 	Write(path string, off uint64, data []byte, truncate bool) (int, error)
 	Mkdir(path string) error
 	Delete(path string) error

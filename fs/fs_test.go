@@ -31,7 +31,7 @@ type roBackend struct{ *LocalBackend }
 
 func (roBackend) Quorate() bool                                   { return false }
 func (roBackend) Writable() error                                 { return syscall.EACCES }
-func (roBackend) Create(string) error                             { return syscall.EACCES }
+func (roBackend) Create(string) (func() error, error)             { return nil, syscall.EACCES }
 func (roBackend) Write(string, uint64, []byte, bool) (int, error) { return 0, syscall.EACCES }
 func (roBackend) Mkdir(string) error                              { return syscall.EACCES }
 func (roBackend) Delete(string) error                             { return syscall.EACCES }

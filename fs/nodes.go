@@ -210,13 +210,14 @@ func (d *memdbDirOps) create(ctx context.Context, parent *gofs.Inode, dir, name 
 	if nameTooLong(name) {
 		return nil, nil, 0, syscall.ENAMETOOLONG
 	}
-	if errno := toErrno(d.fsys.backend.Create(joinPath(dir, name))); errno != 0 {
+	confirm, err := d.fsys.backend.Create(joinPath(dir, name))
+	if errno := toErrno(err); errno != 0 {
 		return nil, nil, 0, errno
 	}
 	ch, errno := d.fsys.lookupMemdb(ctx, parent, dir, name, out)
 	// Like libfuse2 for upstream, a file opened by create is not direct I/O (only open sets
 	// it), which decides where the kernel splits writes that cross the 1 MiB limit.
-	return ch, &writeHandle{}, 0, errno
+	return ch, &writeHandle{confirm: confirm}, 0, errno
 }
 
 // mknod of a regular file creates it, as libfuse2 does without a mknod handler; every
@@ -225,8 +226,15 @@ func (d *memdbDirOps) mknod(ctx context.Context, parent *gofs.Inode, dir, name s
 	if mode&syscall.S_IFMT != syscall.S_IFREG && mode&syscall.S_IFMT != 0 {
 		return nil, syscall.ENOSYS
 	}
-	ch, _, _, errno := d.create(ctx, parent, dir, name, out)
-	return ch, errno
+	ch, h, _, errno := d.create(ctx, parent, dir, name, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	// No descriptor will report the outcome later: mknod does.
+	if errno := h.(*writeHandle).takeConfirm(); errno != 0 {
+		return nil, errno
+	}
+	return ch, 0
 }
 
 func (d *memdbDirOps) rename(dir, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {

@@ -40,9 +40,9 @@ func (b *clusterBackend) ready() error {
 	return nil
 }
 
-func (b *clusterBackend) Create(path string) error {
+func (b *clusterBackend) Create(path string) (func() error, error) {
 	if err := b.ready(); err != nil {
-		return err
+		return nil, err
 	}
 	return b.app.Create(path)
 }
