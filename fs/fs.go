@@ -67,6 +67,14 @@ type Mounted struct {
 // maxWrite is the largest write chunk, as with libfuse2's big_writes.
 const maxWrite = 128 * 1024
 
+// BlockedReaders is how many goroutines the server of a mount made with GOMAXPROCS procs
+// may keep blocked in read(2) on /dev/fuse: go-fuse allows procs readers, at least 2 and
+// at most 16, and one more gets in before it checks (go-fuse v2.12 fuse/server.go:NewServer,
+// fuse/fusefd.go:readRequest).
+func BlockedReaders(procs int) int {
+	return min(max(procs, 2), 16) + 1
+}
+
 // Mount mounts the file system at mountpoint and serves it until Unmount.
 //
 // The mount is made here rather than by go-fuse so that the mount table shows fstype
