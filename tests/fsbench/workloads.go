@@ -66,6 +66,7 @@ func workloads(c counts, resync *resyncData) []workload {
 				{"local.write", fmt.Sprintf("local: create+write+close 1 KiB x %d (files/s)", c.localFiles), true},
 				{"local.read", "local: stat+read them (files/s)", true},
 				{"local.cpu", "local: daemon CPU per created file (us)", false},
+				{"local.cs", "local: daemon context switches per created file", false},
 				{"local.rss", fmt.Sprintf("local: daemon RSS after %d files (MiB)", c.localFiles), false},
 				{"local.hwm", "local: daemon peak RSS, VmHWM (MiB)", false},
 			},
@@ -78,6 +79,7 @@ func workloads(c counts, resync *resyncData) []workload {
 					"local.write": wr.writeRate,
 					"local.read":  wr.readRate,
 					"local.cpu":   wr.cpuPerFile,
+					"local.cs":    wr.switchesPerFile,
 					"local.rss":   mib(wr.afterWrite.rssKB),
 					"local.hwm":   mib(wr.afterRead.hwmKB),
 				}, nil
@@ -174,6 +176,7 @@ func workloads(c counts, resync *resyncData) []workload {
 			figures: []figure{
 				{"cluster.write", fmt.Sprintf("3 nodes: create+write+close 1 KiB x %d on node 1 (files/s)", c.clusterFiles), true},
 				{"cluster.cpu", "3 nodes: node 1 daemon CPU per created file (us)", false},
+				{"cluster.cs", "3 nodes: node 1 daemon context switches per created file", false},
 				{"cluster.read", "3 nodes: stat+read them on node 1 (files/s)", true},
 				{"cluster.lat", "3 nodes: write on node 1 -> content visible on node 2, median (ms)", false},
 				{"cluster.lat99", "3 nodes: write on node 1 -> content visible on node 2, p99 (ms)", false},
@@ -190,6 +193,7 @@ func workloads(c counts, resync *resyncData) []workload {
 				return map[string]float64{
 					"cluster.write": wr.writeRate,
 					"cluster.cpu":   wr.cpuPerFile,
+					"cluster.cs":    wr.switchesPerFile,
 					"cluster.read":  wr.readRate,
 					"cluster.lat":   median(lat),
 					"cluster.lat99": percentile(lat, 99),
@@ -248,6 +252,7 @@ func workloads(c counts, resync *resyncData) []workload {
 type writeRead struct {
 	writeRate, readRate   float64 // files/s
 	cpuPerFile            float64 // node 1's daemon, while writing, in us
+	switchesPerFile       float64 // node 1's daemon's context switches, while writing
 	afterWrite, afterRead procSample
 }
 
@@ -279,6 +284,7 @@ func writeThenRead(e *env, bin string, n int) (writeRead, error) {
 	wr.writeRate = float64(w.N) / secs(w)
 	wr.readRate = float64(r.N) / secs(r)
 	wr.cpuPerFile = cpuMicros(wr.afterWrite.cpuTicks-before.cpuTicks) / float64(w.N)
+	wr.switchesPerFile = float64(wr.afterWrite.switches-before.switches) / float64(w.N)
 	return wr, nil
 }
 
