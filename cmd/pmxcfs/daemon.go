@@ -338,7 +338,7 @@ func setDebug(on bool) {
 // the readers waiting in read(2) on /dev/fuse hold them all between requests. On a
 // virtual machine each of those wake-ups is a context switch the hypervisor charges
 // dearly; measured in local mode on the 2-CPU bench: 4.3 monitor wake-ups per created
-// file, about a fifth of the daemon's context switches, and with the extra Ps 20-30 %
+// file, a third of the daemon's context switches, and with the extra Ps 20-30 %
 // more files created and read per second at 20 % less CPU (docs/write-path.md, section
 // 4). When the readers are not blocked, more goroutines may run at once than there are
 // CPUs, which the kernel time-slices; measured, that costs less than the wake-ups saved.
