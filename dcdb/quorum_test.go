@@ -295,8 +295,11 @@ func TestCreateInFlightAtTheCutFailsAtConfirm(t *testing.T) {
 		confirm, err := a.Create("inflight.cfg")
 		done <- created{confirm, err}
 	}()
-	for c.sim.Pending() == 0 {
-		time.Sleep(50 * time.Microsecond) // until the create is sent
+	for deadline := time.Now().Add(10 * time.Second); c.sim.Pending() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the create was never sent")
+		}
+		time.Sleep(50 * time.Microsecond)
 	}
 	c.sim.CutInFlight = true
 	c.sim.Partition([]uint32{2, 3})
