@@ -52,7 +52,9 @@ func (d *daemonState) publishReadiness(last string) string {
 	}
 	notifySystemd("STATUS=" + now)
 	if err := atomicfile.Write(d.opts.statusFile(), []byte(now+"\n"), 0640); err != nil {
+		// Tried again at the next tick: a stale status file would misinform --status.
 		log.WithError(err).Debug("unable to write the status file")
+		return last
 	}
 	return now
 }
