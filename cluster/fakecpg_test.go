@@ -13,6 +13,7 @@ import (
 
 	"github.com/pmxcfs-go/pmxcfs/cpg"
 	"github.com/pmxcfs-go/pmxcfs/internal/cs"
+	"github.com/pmxcfs-go/pmxcfs/internal/fdwait"
 )
 
 // fakeCPG is an in-memory corosync with one process group, for Group.Run in plain go test.
@@ -40,7 +41,8 @@ type fakeConn struct {
 	nodeid uint32
 	cb     cpg.Callbacks
 	rfd    int
-	wfd    int // -1 once corosync is gone
+	wfd    int            // -1 once corosync is gone
+	w      *fdwait.Waiter // watches rfd
 	inbox  []func()
 	joined bool
 	closed bool
@@ -56,9 +58,21 @@ func (b *fakeCPG) connect(cb cpg.Callbacks) (conn, error) {
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return nil, err
 	}
+	w, err := fdwait.New()
+	if err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, err
+	}
+	if err := w.Watch(p[0]); err != nil {
+		w.Close()
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := &fakeConn{bus: b, nodeid: b.nodeid, cb: cb, rfd: p[0], wfd: p[1]}
+	c := &fakeConn{bus: b, nodeid: b.nodeid, cb: cb, rfd: p[0], wfd: p[1], w: w}
 	b.conns = append(b.conns, c)
 	b.dials++
 	b.signal()
@@ -111,7 +125,9 @@ func (b *fakeCPG) confchg(extra *fakeConn, left, joined []cpg.Address) {
 
 func (c *fakeConn) LocalNodeID() (uint32, error) { return c.nodeid, nil }
 
-func (c *fakeConn) Fd() (int, error) { return c.rfd, nil }
+func (c *fakeConn) Wait(deadline time.Time) (fdwait.Events, error) { return c.w.Wait(deadline) }
+
+func (c *fakeConn) Wake() { c.w.Wake() }
 
 func (c *fakeConn) Dispatch(context.Context) error {
 	b := c.bus
@@ -196,6 +212,7 @@ func (c *fakeConn) Close() error {
 	}
 	c.closed = true
 	b.lose(c, cpg.ReasonProcDown)
+	c.w.Close()
 	unix.Close(c.rfd)
 	b.conns = slices.DeleteFunc(b.conns, func(o *fakeConn) bool { return o == c })
 	return nil

@@ -42,8 +42,10 @@ type Group struct {
 // conn is what Group uses of a CPG connection (*cpg.Handle). Callbacks run inside Dispatch.
 type conn interface {
 	LocalNodeID() (uint32, error)
-	// Fd becomes readable when Dispatch has work, and hangs up when the connection is lost.
-	Fd() (int, error)
+	// Wait returns once Dispatch has work or the connection hung up (its events), or with
+	// zero events when woken or at deadline.
+	Wait(deadline time.Time) (fdwait.Events, error)
+	Wake()
 	Dispatch(ctx context.Context) error
 	Join(ctx context.Context, group string) error
 	Leave(ctx context.Context, group string) error
@@ -99,25 +101,13 @@ func (g *Group) Run(ctx context.Context) error {
 		return err
 	}
 	defer engine.Stop()
-	fd, err := h.Fd()
-	if err != nil {
-		return err
-	}
-	w, err := fdwait.New()
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	if err := w.Watch(fd); err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, w.Wake)
+	stop := context.AfterFunc(ctx, h.Wake)
 	defer stop()
 	nextVerify := time.Now().Add(dfsm.VerifyInterval)
 	for ctx.Err() == nil {
 		// Dispatch, the verify timer and shutdown all run on this goroutine: the engine's
 		// inputs must come from one goroutine.
-		ev, err := w.Wait(nextVerify)
+		ev, err := h.Wait(nextVerify)
 		if err != nil {
 			return err
 		}

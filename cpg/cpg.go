@@ -18,9 +18,11 @@ import "C"
 import (
 	"context"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/pmxcfs-go/pmxcfs/internal/cs"
+	"github.com/pmxcfs-go/pmxcfs/internal/fdwait"
 	"github.com/sirupsen/logrus"
 )
 
@@ -139,8 +141,12 @@ func (h *Handle) LocalNodeID() (uint32, error) {
 	return uint32(id), err
 }
 
-// Fd returns the descriptor that becomes readable when Dispatch has work.
-func (h *Handle) Fd() (int, error) { return h.conn.Fd() }
+// Wait blocks until Dispatch has work or the connection hangs up, and returns the
+// descriptor's events; zero when woken (Wake, Close) or at deadline (zero: none).
+func (h *Handle) Wait(deadline time.Time) (fdwait.Events, error) { return h.conn.Wait(deadline) }
+
+// Wake makes a Wait in progress, or the next one, return zero events.
+func (h *Handle) Wake() { h.conn.Wake() }
 
 // Run polls and dispatches until ctx ends or the connection fails, for a client that
 // needs no loop of its own (the daemon runs its own, cluster.Group.Run; fsbench's CPG

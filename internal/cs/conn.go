@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -33,13 +34,14 @@ type Conn struct {
 	g    *guard
 	log  logrus.FieldLogger
 	keys []uintptr // registry entries dropped at finalize; guarded by registry.mu
+	fd   int       // the connection's descriptor once Wait learned it, else -1; Wait's own
 }
 
 // Open connects: it registers owner (when not nil) and calls init with its registry key, to
 // be handed to corosync as the callback context. init runs the library's initialize and
 // must leave nothing open when it fails.
 func Open(lib Lib, owner any, init func(key uintptr) error) (*Conn, error) {
-	c := &Conn{lib: lib, log: logrus.StandardLogger()}
+	c := &Conn{lib: lib, log: logrus.StandardLogger(), fd: -1}
 	var key uintptr
 	if owner != nil {
 		key = c.Register(owner)
@@ -115,15 +117,30 @@ func (c *Conn) Retry(ctx context.Context, op string, p Policy, f func() Code) er
 	return Check(op, code)
 }
 
-// Fd returns the descriptor that becomes readable when Dispatch has work.
-func (c *Conn) Fd() (int, error) {
-	var fd int
-	err := c.Call(c.lib.Name+"_fd_get", func() (code Code) {
-		fd, code = c.lib.FdGet()
-		return code
-	})
-	return fd, err
+// Wait blocks until the connection's descriptor has work for Dispatch or hangs up, and
+// returns its events; zero events when woken (Wake, Close) or at deadline (the zero time:
+// none). It waits through the runtime's poller (internal/fdwait), so no thread is held
+// meanwhile. Run is the loop for a client without one of its own (cluster.Group.Run has
+// one: its timer and batches). A closed connection gives Closed. One Wait at a time.
+func (c *Conn) Wait(deadline time.Time) (fdwait.Events, error) {
+	op := c.lib.Name + "_fd_get"
+	if !c.g.Enter() {
+		return 0, Closed(op)
+	}
+	defer c.g.Leave()
+	// A connection keeps its descriptor, so one C call learns it, not one per wait.
+	if c.fd < 0 {
+		fd, code := c.lib.FdGet()
+		if err := Check(op, code); err != nil {
+			return 0, err
+		}
+		c.fd = fd
+	}
+	return c.g.Wait(c.fd, deadline)
 }
+
+// Wake makes a Wait in progress, or the next one, return zero events.
+func (c *Conn) Wake() { c.g.Wake() }
 
 // Dispatch delivers every pending callback without blocking, retrying TRY_AGAIN with the
 // library's policy until ctx is done.
@@ -143,16 +160,10 @@ func (c *Conn) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !c.g.Enter() {
+		rev, err := c.Wait(time.Time{})
+		if c.g.Closing() {
 			return nil
 		}
-		fd, code := c.lib.FdGet()
-		err := Check(c.lib.Name+"_fd_get", code)
-		var rev fdwait.Events
-		if err == nil {
-			rev, err = c.g.Wait(fd)
-		}
-		c.g.Leave()
 		if err != nil {
 			return err
 		}

@@ -91,10 +91,11 @@ func (g *guard) finishLocked() {
 	g.w = nil
 }
 
-// Wait blocks until fd is readable (or hung up) or Wake/Close is called. It
-// returns the events of fd, zero when woken. The caller must have entered the
-// guard, so fd stays open and the waiter alive meanwhile.
-func (g *guard) Wait(fd int) (fdwait.Events, error) {
+// Wait blocks until fd is readable (or hung up), Wake/Close is called or the
+// deadline (zero: none) passes. It returns the events of fd, zero when woken or
+// at the deadline. The caller must have entered the guard, so fd stays open and
+// the waiter alive meanwhile.
+func (g *guard) Wait(fd int, deadline time.Time) (fdwait.Events, error) {
 	g.mu.Lock()
 	w, watched := g.w, g.watched
 	g.mu.Unlock()
@@ -106,5 +107,5 @@ func (g *guard) Wait(fd int) (fdwait.Events, error) {
 		g.watched = fd
 		g.mu.Unlock()
 	}
-	return w.Wait(time.Time{})
+	return w.Wait(deadline)
 }
