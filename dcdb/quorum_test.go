@@ -343,6 +343,92 @@ func TestCreateIsConfirmedWithTheWrite(t *testing.T) {
 	c.readAll("f.cfg", "data")
 }
 
+// concurrentWrites submits on node 1 writes to a.cfg and b.cfg back to back, delivers the
+// first, submits a write to third (sent after a.cfg's was applied), and delivers the other
+// two. It returns the NORMAL messages node 1 sent, which results were released by then,
+// and the three writers' results once everything ran.
+func concurrentWrites(t *testing.T, third string) (sent []string, released [3]bool, results []error) {
+	c, _ := threeNodes(t, true, true)
+	for _, f := range []string{"a.cfg", "b.cfg", "c.cfg"} {
+		c.must(1, writeFile(f, "old"))
+	}
+	var mu sync.Mutex
+	c.sim.Trace = func(l string) {
+		if strings.HasPrefix(l, c.nodes[1].proc.Member.String()+" send ") && strings.Contains(l, "NORMAL") {
+			mu.Lock()
+			sent = append(sent, l)
+			mu.Unlock()
+		}
+	}
+	e := c.nodes[1].proc.Engine
+	submit := func(path string) *dfsm.Pending {
+		m := FuseMessage{Path: path, HasPath: true, Data: []byte("new")}
+		p, err := e.Submit(MsgWrite, m.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ps := []*dfsm.Pending{submit("a.cfg"), submit("b.cfg")}
+	c.sim.StepMessage()
+	ps = append(ps, submit(third))
+	c.sim.StepMessage()
+	c.sim.StepMessage()
+	for i, p := range ps {
+		select {
+		case <-p.Done():
+			released[i] = true
+		default:
+		}
+	}
+	c.run()
+	for _, p := range ps {
+		res, err := p.Result()
+		if err == nil && res < 0 {
+			err = syscall.Errno(-res)
+		}
+		results = append(results, err)
+	}
+	c.converged()
+	mu.Lock()
+	defer mu.Unlock()
+	return sent, released, results
+}
+
+// Writes in flight together share one confirmation, sent once the last of them came back,
+// and a later write confirms an earlier one: a.cfg's is released when the write to c.cfg,
+// sent after it was applied, has been applied too; one confirmation covers b.cfg and c.cfg.
+// Four messages for three writes (before: six).
+func TestConcurrentWritesConfirmEachOther(t *testing.T) {
+	sent, released, results := concurrentWrites(t, "c.cfg")
+	for i, err := range results {
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	if released != [3]bool{true, false, false} {
+		t.Errorf("released after the three writes came back: %v; want only the first", released)
+	}
+	if len(sent) != 4 {
+		t.Fatalf("node 1 sent %d messages, want 4 (3 writes, 1 confirmation):\n%s", len(sent), strings.Join(sent, "\n"))
+	}
+}
+
+// A later message that fails (here a write to a missing file) confirms nothing: a.cfg's
+// write stays held until the confirmation, and succeeds.
+func TestFailedMessageConfirmsNothing(t *testing.T) {
+	sent, released, results := concurrentWrites(t, "missing.cfg")
+	if results[0] != nil || results[1] != nil || !errors.Is(results[2], syscall.ENOENT) {
+		t.Fatalf("results %v; want success, success, ENOENT", results)
+	}
+	if released != [3]bool{false, false, true} {
+		t.Errorf("released after the three writes came back: %v; want only the failed one", released)
+	}
+	if len(sent) != 4 {
+		t.Fatalf("node 1 sent %d messages, want 4 (3 writes, 1 confirmation):\n%s", len(sent), strings.Join(sent, "\n"))
+	}
+}
+
 // propWrite is one create+write submitted on a node; acknowledged when both succeeded.
 type propWrite struct {
 	path, data    string

@@ -15,6 +15,12 @@ import "syscall"
 // If the group changes first, the confirmation arrives in the new membership: applied there
 // (quorum kept with the members that moved along, which got the message too), it confirms;
 // refused there, the held writers get EIO: applied here, fate unknown.
+//
+// Any other message of this process, sent after a result was applied and applied in turn
+// with success, proves the same, so concurrent local writers confirm each other. A
+// confirmation is therefore sent only once the messages that were in flight when a result
+// was held have come back: by then a writer released meanwhile has usually sent one that
+// covers it, and if none did, the wait was bounded by messages already sent.
 type Confirmer interface {
 	// ConfirmMessage returns a NORMAL message that changes nothing on any node.
 	ConfirmMessage() (subtype uint16, payload []byte)
@@ -26,6 +32,12 @@ type confirmState struct {
 	confirming []*Pending // covered by the confirmation in flight
 	count      uint64     // that confirmation's count, 0 when none is in flight
 	covers     uint64     // the last own message applied when it was sent
+	// inflight maps this process's other NORMAL messages not yet delivered back to what
+	// each covers, as covers does for the confirmation.
+	inflight map[uint64]uint64
+	// horizon is the newest own message sent when a result was last held: no
+	// confirmation is sent before it has come back.
+	horizon uint64
 	// owed are the messages sent with SendSyncLater whose success was released before
 	// any confirmation; lost are those of them whose confirmation failed, until Confirm
 	// reports it.
@@ -48,6 +60,7 @@ func (d *DFSM) holdLocked(p *Pending) bool {
 		return false
 	}
 	c.held = append(c.held, p)
+	c.horizon = d.msgCount
 	return true
 }
 
@@ -92,6 +105,7 @@ func (d *DFSM) Confirm(count uint64) error {
 		c.confirming = append(c.confirming, p)
 	} else {
 		c.held = append(c.held, p)
+		c.horizon = d.msgCount
 		d.sendConfirmLocked()
 	}
 	d.sendMu.Unlock()
@@ -99,9 +113,33 @@ func (d *DFSM) Confirm(count uint64) error {
 	return err
 }
 
+// sentLocked records a NORMAL message just sent, which will confirm what was applied
+// before it.
+func (d *DFSM) sentLocked(count uint64) {
+	if d.confirmer == nil {
+		return
+	}
+	c := &d.confirm
+	if c.inflight == nil {
+		c.inflight = map[uint64]uint64{}
+	}
+	c.inflight[count] = d.rcvd
+}
+
 // confirmedLocked handles the local delivery of message count.
 func (d *DFSM) confirmedLocked(count uint64, result int) {
 	c := &d.confirm
+	covers, ok := c.inflight[count]
+	// This process's messages come back in the order sent: any earlier one still listed
+	// was lost and will not confirm anything.
+	for k := range c.inflight {
+		if k <= count {
+			delete(c.inflight, k)
+		}
+	}
+	if ok && result >= 0 {
+		c.coveredLocked(covers)
+	}
 	if c.count == 0 || count != c.count {
 		return
 	}
@@ -120,6 +158,28 @@ func (d *DFSM) confirmedLocked(count uint64, result int) {
 	c.confirming, c.count = nil, 0
 }
 
+// coveredLocked releases, as confirmed, the results of the messages up to covers: an own
+// message sent after they were applied was applied with success.
+func (c *confirmState) coveredLocked(covers uint64) {
+	keep := func(ps []*Pending) []*Pending {
+		kept := ps[:0]
+		for _, p := range ps {
+			if p.Count <= covers {
+				close(p.done)
+			} else {
+				kept = append(kept, p)
+			}
+		}
+		return kept
+	}
+	c.held, c.confirming = keep(c.held), keep(c.confirming)
+	for o := range c.owed {
+		if o <= covers {
+			delete(c.owed, o)
+		}
+	}
+}
+
 func (c *confirmState) loseLocked(count uint64) {
 	if c.lost == nil {
 		c.lost = map[uint64]struct{}{}
@@ -127,11 +187,12 @@ func (c *confirmState) loseLocked(count uint64) {
 	c.lost[count] = struct{}{}
 }
 
-// sendConfirmLocked sends a confirmation for the held results when none is in flight. A
-// failed send leaves them held: the next local result tries again, a restart releases them.
+// sendConfirmLocked sends a confirmation for the held results once no confirmation is in
+// flight and every message sent before the last was held has come back. A failed send
+// leaves them held: the next local result tries again, a restart releases them.
 func (d *DFSM) sendConfirmLocked() {
 	c := &d.confirm
-	if len(c.held) == 0 || c.count != 0 {
+	if len(c.held) == 0 || c.count != 0 || d.rcvd < c.horizon {
 		return
 	}
 	subtype, payload := d.confirmer.ConfirmMessage()

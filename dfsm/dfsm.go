@@ -370,6 +370,7 @@ func (d *DFSM) sendLocked(subtype uint16, payload []byte, wait bool) (*Pending, 
 	if err != nil {
 		return nil, err
 	}
+	d.sentLocked(count)
 	var p *Pending
 	if wait {
 		// Registered before sendMu is released, so before the delivery can look for it.
