@@ -124,6 +124,14 @@ func (db *DB) setRoot(r rootState) {
 	root.setDigest()
 }
 
+// tableRow is the row that stores e, as loadRows reads it: the root is the version row.
+func (e *entry) tableRow() row {
+	if e.inode == 0 {
+		return row{typ: TypeReg, name: versionRowName, version: e.version, writer: e.writer, mtime: e.mtime}
+	}
+	return *rowOf(e, e.data)
+}
+
 func rowOf(e *entry, data []byte) *row {
 	return &row{inode: e.inode, parent: e.parent, version: e.version, writer: e.writer,
 		mtime: e.mtime, typ: e.typ, name: e.name, data: data}

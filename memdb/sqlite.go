@@ -212,13 +212,18 @@ func loadRows(c *sqlite3.SQLiteConn) ([]row, error) {
 			ints[i] = v
 		}
 		name, data := bytesOf(dest[6]), bytesOf(dest[7])
-		if i := strings.IndexByte(string(name), 0); i >= 0 {
-			name = name[:i]
-		}
 		rows = append(rows, row{inode: uint64(ints[0]), parent: uint64(ints[1]), version: uint64(ints[2]),
-			writer: uint32(ints[3]), mtime: uint32(ints[4]), typ: uint8(ints[5]), name: string(name), data: data})
+			writer: uint32(ints[3]), mtime: uint32(ints[4]), typ: uint8(ints[5]), name: cString(string(name)), data: data})
 	}
 	return rows, nil
+}
+
+// cString is name up to its first NUL, as upstream reads a name from the table.
+func cString(name string) string {
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		return name[:i]
+	}
+	return name
 }
 
 // bytesOf is a TEXT or BLOB column as bytes (nil for NULL), as upstream reads both.

@@ -52,6 +52,20 @@ func (db *DB) Record(inode uint64) (SyncRecord, bool) {
 	return r, true
 }
 
+// row is the table row that stores r.
+func (r *SyncRecord) row() row {
+	name := r.Name
+	if r.Inode == 0 {
+		name = versionRowName
+	}
+	var data []byte
+	if r.Type == TypeReg && len(r.Data) > 0 {
+		data = r.Data
+	}
+	return row{inode: r.Inode, parent: r.Parent, version: r.Version, writer: r.Writer, mtime: r.Mtime,
+		typ: r.Type, name: name, data: data}
+}
+
 // IndexEntry is one (inode, digest) pair of an encoded index.
 type IndexEntry struct {
 	Inode  uint64
@@ -98,10 +112,11 @@ func (t *tree) pathOf(e *entry) string {
 // ApplySync is the DCDB commit (database.c:bdb_backend_commit_update,
 // docs/protocol.md#commit): in one SQLite transaction it deletes
 // every inode missing from the leader's index, writes the received records,
-// reloads the tree and requires its index to equal leaderIndex byte for byte.
-// Only then is the transaction committed and the new tree swapped in. Before
-// local data is replaced or deleted, each affected path is logged and the
-// database file is copied to <dir>/backup/config-<unix>-presync.db.
+// builds the new tree (the records and the entries kept) and requires its index
+// to equal leaderIndex byte for byte. Only then is the transaction committed
+// and the new tree swapped in. Before local data is replaced or deleted, each
+// affected path is logged and the database file is copied to
+// <dir>/backup/config-<unix>-presync.db.
 // Any failure leaves the database refusing further changes (upstream sets
 // memdb->errors), since our tree may no longer match the cluster.
 func (db *DB) ApplySync(leaderIndex []byte, records []SyncRecord) error {
@@ -182,24 +197,39 @@ func (db *DB) applySyncLocked(leaderIndex []byte, inLeader map[uint64]bool, reco
 			return nil, fmt.Errorf("delete inode %d: %w", ino, err)
 		}
 	}
-	for _, r := range records {
-		name := r.Name
-		if r.Inode == 0 {
-			name = versionRowName
-		}
-		var data []byte
-		if r.Type == TypeReg && len(r.Data) > 0 {
-			data = r.Data
-		}
-		rw := row{inode: r.Inode, parent: r.Parent, version: r.Version, writer: r.Writer, mtime: r.Mtime,
-			typ: r.Type, name: name, data: data}
+	rows := make([]row, 0, len(inLeader))
+	replaced := make(map[uint64]int, len(records)) // inode -> its row in rows
+	for i := range records {
+		rw := records[i].row()
 		if err := be.putRow(&rw, false); err != nil {
 			return nil, err
 		}
+		if j, ok := replaced[rw.inode]; ok {
+			rows[j] = rw // written again: the table holds the last
+			continue
+		}
+		replaced[rw.inode] = len(rows)
+		rows = append(rows, rw)
 	}
-	t, err := loadTree(be.conn)
+	// The new tree is built from the rows the table now holds, as upstream rebuilds it
+	// by reading the table back (database.c:bdb_backend_commit_update): the records and
+	// the entries kept, whose rows are unchanged. Built from memory, it shares the
+	// records' data instead of reading all of it back into a second copy, which for a
+	// node joining empty is the whole database. The index check below still compares
+	// the result with the leader's.
+	db.mu.RLock()
+	for ino, e := range db.t.byInode {
+		if _, ok := replaced[ino]; inLeader[ino] && !ok {
+			rows = append(rows, e.tableRow())
+		}
+	}
+	db.mu.RUnlock()
+	for i := range rows {
+		rows[i].name = cString(rows[i].name)
+	}
+	t, err := buildTree(rows)
 	if err != nil {
-		return nil, fmt.Errorf("reloading after sync: %w", err)
+		return nil, fmt.Errorf("tree after sync: %w", err)
 	}
 	if t.root.version == 0 {
 		return nil, errors.New("new index has version 0 - internal error")

@@ -22,6 +22,18 @@ func syncFrom(leader *DB) ([]byte, []SyncRecord) {
 	return idx, recs
 }
 
+// reopenedIndex closes db and returns the index of the database file at path, opened anew.
+func reopenedIndex(t *testing.T, db *DB, path string) []byte {
+	t.Helper()
+	db.Close()
+	re, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	return re.Index()
+}
+
 func TestApplySyncReplacesAndDeletes(t *testing.T) {
 	rec := &recorder{}
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
@@ -51,13 +63,61 @@ func TestApplySyncReplacesAndDeletes(t *testing.T) {
 	if len(backups) != 1 {
 		t.Fatalf("no pre-sync backup: %v", backups)
 	}
-	local.Close()
-	re, err := Open(path, Options{})
-	if err != nil {
+	if !bytes.Equal(reopenedIndex(t, local, path), idx) {
+		t.Fatal("database on disk differs from the synced tree")
+	}
+}
+
+// A sync that sends only what differs keeps the other entries: the tree after it holds
+// both, equals the leader's, and is what the table holds.
+func TestApplySyncKeepsEntriesNotSent(t *testing.T) {
+	leader, _ := openTemp(t, Options{})
+	local, path := openTemp(t, Options{})
+	must(t, leader.Mkdir("d", 1, 1))
+	for _, f := range []string{"d/kept", "d/changed", "d/gone"} {
+		must(t, leader.Create(f, 1, 2))
+		if _, err := leader.Write(f, 0, []byte("v1 "+f), false, 1, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx, recs := syncFrom(leader)
+	must(t, local.ApplySync(idx, recs))
+
+	if _, err := leader.Write("d/changed", 0, []byte("v2"), true, 2, 4); err != nil {
 		t.Fatal(err)
 	}
-	defer re.Close()
-	if !bytes.Equal(re.Index(), idx) {
+	must(t, leader.Delete("d/gone", 2, 5))
+	must(t, leader.Create("d/new", 2, 6))
+	mine := map[uint64][32]byte{}
+	entries, _ := ParseIndex(local.Index())
+	for _, e := range entries {
+		mine[e.Inode] = e.Digest
+	}
+	idx = leader.Index()
+	entries, _ = ParseIndex(idx)
+	var differing []SyncRecord
+	for _, e := range entries {
+		if d, ok := mine[e.Inode]; !ok || d != e.Digest {
+			r, _ := leader.Record(e.Inode)
+			differing = append(differing, r)
+		}
+	}
+	if len(differing) >= len(entries)-1 {
+		t.Fatalf("%d of %d entries differ: the test sends no less than a full sync", len(differing), len(entries))
+	}
+	must(t, local.ApplySync(idx, differing))
+	if !bytes.Equal(local.Index(), idx) {
+		t.Fatal("index differs from the leader's after sync")
+	}
+	for f, want := range map[string]string{"d/kept": "v1 d/kept", "d/changed": "v2", "d/new": ""} {
+		if got, err := local.ReadFile(f); err != nil || string(got) != want {
+			t.Fatalf("%s = %q, %v; want %q", f, got, err, want)
+		}
+	}
+	if _, err := local.Lookup("d/gone"); err == nil {
+		t.Fatal("d/gone survived the sync")
+	}
+	if !bytes.Equal(reopenedIndex(t, local, path), idx) {
 		t.Fatal("database on disk differs from the synced tree")
 	}
 }
@@ -69,7 +129,7 @@ func TestApplySyncMismatchRollsBack(t *testing.T) {
 	must(t, local.Mkdir("b", 2, 2))
 	idx, recs := syncFrom(leader)
 	want := local.Index()
-	// Drop one record: the reloaded index cannot match.
+	// Drop one record: the new tree's index cannot match.
 	if err := local.ApplySync(idx, recs[:len(recs)-1]); err == nil {
 		t.Fatal("sync with a missing record succeeded")
 	}
@@ -79,13 +139,7 @@ func TestApplySyncMismatchRollsBack(t *testing.T) {
 	if err := local.Mkdir("c", 1, 1); err == nil {
 		t.Fatal("change accepted after a failed sync")
 	}
-	local.Close()
-	re, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer re.Close()
-	if !bytes.Equal(re.Index(), want) {
+	if !bytes.Equal(reopenedIndex(t, local, path), want) {
 		t.Fatal("failed sync changed the database file")
 	}
 }
