@@ -1,6 +1,9 @@
 package dfsm
 
-import "syscall"
+import (
+	"math"
+	"syscall"
+)
 
 // Confirmer is implemented by applications whose local writers may only learn a success
 // once the other members are known to have the message as well (DCDB).
@@ -28,13 +31,12 @@ type Confirmer interface {
 
 // confirmState is guarded by sendMu.
 type confirmState struct {
-	held       []*Pending // applied here, waiting for the next confirmation
-	confirming []*Pending // covered by the confirmation in flight
-	count      uint64     // that confirmation's count, 0 when none is in flight
-	covers     uint64     // the last own message applied when it was sent
-	// inflight maps this process's other NORMAL messages not yet delivered back to what
-	// each covers, as covers does for the confirmation.
-	inflight map[uint64]uint64
+	held []*Pending // applied here, waiting for a message that covers them
+	// sent are this process's NORMAL messages not yet delivered back, confirmations
+	// included, in the order sent.
+	sent []sentMessage
+	// confirmation is the count of the confirmation in flight, 0 when none is.
+	confirmation uint64
 	// horizon is the newest own message sent when a result was last held: no
 	// confirmation is sent before it has come back.
 	horizon uint64
@@ -43,6 +45,10 @@ type confirmState struct {
 	// reports it.
 	owed, lost map[uint64]struct{}
 }
+
+// sentMessage is an own message in flight and what it confirms once applied with
+// success: every own message applied here before it was sent.
+type sentMessage struct{ count, covers uint64 }
 
 // holdLocked keeps a successful local result until it is confirmed, or for a message
 // sent with SendSyncLater records that it is owed a confirmation; false when the result
@@ -99,15 +105,11 @@ func (d *DFSM) Confirm(count uint64) error {
 		d.sendMu.Unlock()
 		return nil
 	}
-	// A barrier: no message of its own, released with the confirmation that covers count.
+	// A barrier: no message of its own, released by the message that covers count.
 	p := &Pending{Count: count, done: make(chan struct{}), processed: true}
-	if c.count != 0 && c.covers >= count {
-		c.confirming = append(c.confirming, p)
-	} else {
-		c.held = append(c.held, p)
-		c.horizon = d.msgCount
-		d.sendConfirmLocked()
-	}
+	c.held = append(c.held, p)
+	c.horizon = d.msgCount
+	d.sendConfirmLocked()
 	d.sendMu.Unlock()
 	_, err := p.Result()
 	return err
@@ -116,66 +118,59 @@ func (d *DFSM) Confirm(count uint64) error {
 // sentLocked records a NORMAL message just sent, which will confirm what was applied
 // before it.
 func (d *DFSM) sentLocked(count uint64) {
-	if d.confirmer == nil {
-		return
+	if d.confirmer != nil {
+		d.confirm.sent = append(d.confirm.sent, sentMessage{count: count, covers: d.rcvd})
 	}
-	c := &d.confirm
-	if c.inflight == nil {
-		c.inflight = map[uint64]uint64{}
-	}
-	c.inflight[count] = d.rcvd
 }
 
-// confirmedLocked handles the local delivery of message count.
+// confirmedLocked handles the local delivery of message count with result: applied with
+// success, it confirms what it covers; a confirmation that failed leaves what it covers
+// unconfirmed (EIO), any other failed message proves nothing.
 func (d *DFSM) confirmedLocked(count uint64, result int) {
 	c := &d.confirm
-	covers, ok := c.inflight[count]
 	// This process's messages come back in the order sent: any earlier one still listed
 	// was lost and will not confirm anything.
-	for k := range c.inflight {
-		if k <= count {
-			delete(c.inflight, k)
+	for len(c.sent) > 0 && c.sent[0].count < count {
+		if c.sent[0].count == c.confirmation {
+			c.confirmation = 0
 		}
+		c.sent = c.sent[1:]
 	}
-	if ok && result >= 0 {
-		c.coveredLocked(covers)
-	}
-	if c.count == 0 || count != c.count {
+	if len(c.sent) == 0 || c.sent[0].count != count {
 		return
 	}
-	for _, p := range c.confirming {
-		p.unconfirmed = result < 0
-		close(p.done)
+	m := c.sent[0]
+	c.sent = c.sent[1:]
+	switch {
+	case result >= 0:
+		c.releaseLocked(m.covers, false)
+	case count == c.confirmation:
+		c.releaseLocked(m.covers, true)
 	}
-	for o := range c.owed {
-		if o <= c.covers {
-			delete(c.owed, o)
-			if result < 0 {
-				c.loseLocked(o)
-			}
-		}
+	if count == c.confirmation {
+		c.confirmation = 0
 	}
-	c.confirming, c.count = nil, 0
 }
 
-// coveredLocked releases, as confirmed, the results of the messages up to covers: an own
-// message sent after they were applied was applied with success.
-func (c *confirmState) coveredLocked(covers uint64) {
-	keep := func(ps []*Pending) []*Pending {
-		kept := ps[:0]
-		for _, p := range ps {
-			if p.Count <= covers {
-				close(p.done)
-			} else {
-				kept = append(kept, p)
-			}
+// releaseLocked releases the held results of the messages up to covers, confirmed or
+// (unconfirmed) with EIO, and settles what SendSyncLater messages up to covers are owed.
+func (c *confirmState) releaseLocked(covers uint64, unconfirmed bool) {
+	kept := c.held[:0]
+	for _, p := range c.held {
+		if p.Count <= covers {
+			p.unconfirmed = unconfirmed
+			close(p.done)
+		} else {
+			kept = append(kept, p)
 		}
-		return kept
 	}
-	c.held, c.confirming = keep(c.held), keep(c.confirming)
+	c.held = kept
 	for o := range c.owed {
 		if o <= covers {
 			delete(c.owed, o)
+			if unconfirmed {
+				c.loseLocked(o)
+			}
 		}
 	}
 }
@@ -192,7 +187,7 @@ func (c *confirmState) loseLocked(count uint64) {
 // leaves them held: the next local result tries again, a restart releases them.
 func (d *DFSM) sendConfirmLocked() {
 	c := &d.confirm
-	if len(c.held) == 0 || c.count != 0 || d.rcvd < c.horizon {
+	if len(c.held) == 0 || c.confirmation != 0 || d.rcvd < c.horizon {
 		return
 	}
 	subtype, payload := d.confirmer.ConfirmMessage()
@@ -201,18 +196,13 @@ func (d *DFSM) sendConfirmLocked() {
 		d.log.WithError(err).Error("cannot send the confirmation of local changes")
 		return
 	}
-	c.confirming, c.held, c.count, c.covers = c.held, nil, count, d.rcvd
+	d.sentLocked(count)
+	c.confirmation = count
 }
 
 // abortConfirmLocked releases every held result as unconfirmed.
 func (d *DFSM) abortConfirmLocked() {
 	c := &d.confirm
-	for _, p := range append(c.confirming, c.held...) {
-		p.unconfirmed = true
-		close(p.done)
-	}
-	for o := range c.owed {
-		c.loseLocked(o)
-	}
+	c.releaseLocked(math.MaxUint64, true)
 	*c = confirmState{lost: c.lost}
 }
